@@ -1,0 +1,8 @@
+//! rnat: a userspace NAT gateway.
+//!
+//! - [`wire`]: zero-copy packet views and checksum arithmetic.
+//! - [`nat`]: the sans-I/O translation engine.
+
+pub mod datapath;
+pub mod nat;
+pub mod wire;

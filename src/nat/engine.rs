@@ -1,0 +1,710 @@
+//! The per-frame entry point: classify, look up or create the session, rewrite in place.
+
+use super::config::{Config, ConfigError, Filtering, PortRange};
+use super::stats::{Counter, DropReason, Stats, WorkerStats};
+use super::table::{F_INBOUND_CREATED, Shard, Table, map_hash, mix, owner_parts, owner_word};
+use super::tcp::TcpState;
+use super::{Direction, Proto, Time};
+use crate::wire::checksum::{self, update16, update32, update32_partial};
+use crate::wire::{Ethernet, Icmp, Ipv4, Tcp, Udp, ethertype, proto};
+use parking_lot::Mutex;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the datapath should do with a frame after [`Worker::process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The frame was rewritten in place: send it out of the other interface.
+    Forward,
+    /// Drop the frame and send the reply of this many bytes, written at the start of the scratch
+    /// buffer, back out of the interface the frame came in on.
+    Reply(usize),
+    /// Not NAT traffic (ARP, IPv6, traffic to the gateway itself): the host kernel handles it.
+    Kernel,
+    /// Drop the frame; the reason is counted.
+    Drop(DropReason),
+}
+
+/// Offload state of a received frame, as the datapath learned it from the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameMeta {
+    /// The L4 checksum field holds only the pseudo-header sum (Linux CHECKSUM_PARTIAL): the engine
+    /// keeps it a correct partial sum, and whoever transmits completes it.
+    pub csum_partial: bool,
+    /// A GSO super-frame that the kernel will segment on transmit: exempt from the MTU check.
+    pub gso: bool,
+}
+
+/// One session as the control plane sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub proto: Proto,
+    pub inside: SocketAddrV4,
+    pub public: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    /// TCP state name, or "ACTIVE" for UDP and ICMP.
+    pub state: &'static str,
+    pub idle: Duration,
+    pub expires_in: Duration,
+    pub pkts_out: u32,
+    pub pkts_in: u32,
+    pub bytes: u64,
+    /// Opened by an inbound packet (endpoint-independent or address-dependent filtering).
+    pub inbound_created: bool,
+}
+
+/// The shared NAT engine. Cheap to share (`Arc`); each datapath thread gets a [`Worker`].
+pub struct Engine {
+    cfg: Config,
+    /// Public addresses sorted, with their index in `cfg.public_addrs`.
+    public_sorted: Vec<(u32, u8)>,
+    /// Port ranges split by RFC 4787 range class: [0..1023], [1024..65535].
+    class_ranges: [Vec<PortRange>; 2],
+    class_total: [u32; 2],
+    table: Table,
+    workers: Mutex<Vec<Arc<WorkerStats>>>,
+}
+
+/// A datapath thread's handle on the engine, with its own counters.
+pub struct Worker {
+    engine: Arc<Engine>,
+    stats: Arc<WorkerStats>,
+}
+
+#[inline]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+#[inline]
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+#[inline]
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+#[inline]
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+}
+
+const L3: usize = Ethernet::HEADER_LEN;
+
+/// What the classifier extracted from a translatable frame.
+#[derive(Clone, Copy)]
+struct Flow {
+    proto: Proto,
+    l4: usize,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+    tcp_flags: u8,
+    ip_len: usize,
+}
+
+impl Engine {
+    /// Builds the engine; all table memory is reserved here.
+    pub fn new(cfg: Config) -> Result<Arc<Engine>, ConfigError> {
+        cfg.validate()?;
+        let mut public_sorted: Vec<(u32, u8)> =
+            cfg.public_addrs.iter().enumerate().map(|(i, a)| (u32::from(*a), i as u8)).collect();
+        public_sorted.sort_unstable();
+        let classes = [PortRange::new(0, 1023), PortRange::new(1024, 65535)];
+        let class_ranges: [Vec<PortRange>; 2] = std::array::from_fn(|c| {
+            cfg.port_ranges
+                .iter()
+                .filter_map(|r| {
+                    let (a, b) = (r.first.max(classes[c].first), r.last.min(classes[c].last));
+                    (a <= b).then_some(PortRange::new(a, b))
+                })
+                .collect()
+        });
+        let class_total = std::array::from_fn(|c| class_ranges[c].iter().map(|r| r.len()).sum());
+        let table = Table::new(&cfg);
+        Ok(Arc::new(Engine {
+            cfg,
+            public_sorted,
+            class_ranges,
+            class_total,
+            table,
+            workers: Mutex::new(Vec::new()),
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// A handle for one datapath thread.
+    pub fn worker(self: &Arc<Self>) -> Worker {
+        let stats = Arc::new(WorkerStats::default());
+        self.workers.lock().push(stats.clone());
+        Worker { engine: self.clone(), stats }
+    }
+
+    /// Counters summed over all workers.
+    pub fn stats(&self) -> Stats {
+        let w = self.workers.lock();
+        Stats::sum(w.iter().map(|a| &**a))
+    }
+
+    #[inline]
+    fn public_index(&self, a: u32) -> Option<u8> {
+        let p = &self.public_sorted;
+        if p.len() == 1 {
+            return (p[0].0 == a).then_some(p[0].1);
+        }
+        p.binary_search_by_key(&a, |e| e.0).ok().map(|i| p[i].1)
+    }
+
+    #[inline]
+    fn in_port_ranges(&self, port: u16) -> bool {
+        self.cfg.port_ranges.iter().any(|r| r.contains(port))
+    }
+
+    #[inline]
+    fn is_inside_source(&self, a: u32) -> bool {
+        self.cfg.inside_prefixes.is_empty() || self.cfg.inside_prefixes.iter().any(|p| p.contains(a))
+    }
+
+    #[inline]
+    fn is_local(&self, a: u32) -> bool {
+        self.cfg.inside_addr.is_some_and(|i| u32::from(i) == a)
+            || self.public_index(a).is_some()
+            || a >> 28 == 0xe // multicast
+            || a == u32::MAX // limited broadcast
+    }
+
+    #[inline]
+    fn timeout(&self, proto: u8, state: u8) -> Duration {
+        let t = &self.cfg.timeouts;
+        match proto {
+            proto::TCP => TcpState::from_u8(state).map_or(t.tcp_transitory, |s| s.timeout(t)),
+            proto::UDP => t.udp,
+            _ => t.icmp,
+        }
+    }
+
+    #[inline]
+    fn expired(&self, proto: u8, state: u8, last_seen: Time, now: Time) -> bool {
+        now >= last_seen + self.timeout(proto, state)
+    }
+
+    /// Number of live sessions.
+    pub fn session_count(&self) -> usize {
+        self.table.shards.iter().map(|s| s.lock().sessions.live()).sum()
+    }
+
+    /// Number of live mappings.
+    pub fn mapping_count(&self) -> usize {
+        self.table.shards.iter().map(|s| s.lock().mappings.live()).sum()
+    }
+
+    /// Heap bytes reserved by the table (sessions, mappings, indexes, port space).
+    pub fn table_heap_bytes(&self) -> usize {
+        self.table.heap_bytes()
+    }
+
+    /// Removes every session idle past its timeout, ending mappings left without sessions (their
+    /// ports then rest for the cool-down). Returns how many sessions were removed. Called by the
+    /// control plane about once a second; lookups already treat expired sessions as gone.
+    pub fn expire(&self, now: Time) -> usize {
+        let seed = self.table.seed;
+        let mut removed = 0;
+        for shard in self.table.shards.iter() {
+            let mut sh = shard.lock();
+            let n = sh.sessions.high_water();
+            for id in 0..n as u32 {
+                let s = *sh.sessions.get(id);
+                if s.proto != 0 && self.expired(s.proto, s.state, s.last_seen, now) {
+                    if let Some(m) = sh.remove_session(seed, id) {
+                        self.release_port(&m, now);
+                    }
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// Removes sessions whose inside address matches `inside` (all when `None`).
+    pub fn flush(&self, inside: Option<Ipv4Addr>, now: Time) -> usize {
+        let seed = self.table.seed;
+        let mut removed = 0;
+        for shard in self.table.shards.iter() {
+            let mut sh = shard.lock();
+            for id in 0..sh.sessions.high_water() as u32 {
+                let s = *sh.sessions.get(id);
+                if s.proto != 0 && inside.is_none_or(|a| u32::from(a) == s.in_ip) {
+                    if let Some(m) = sh.remove_session(seed, id) {
+                        self.release_port(&m, now);
+                    }
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    fn release_port(&self, m: &super::table::Mapping, now: Time) {
+        let Some(p) = Proto::from_ip(m.proto) else { return };
+        let until = (now + self.cfg.port_cooldown).secs_u32().saturating_add(1);
+        self.table.ports.release(m.pub_idx, p, m.pub_port, until);
+    }
+
+    /// A copy of the table for display (allocates; control plane only).
+    pub fn sessions(&self, now: Time) -> Vec<SessionInfo> {
+        let mut out = Vec::new();
+        for shard in self.table.shards.iter() {
+            let sh = shard.lock();
+            for id in 0..sh.sessions.high_water() as u32 {
+                let s = *sh.sessions.get(id);
+                let Some(proto) = Proto::from_ip(s.proto) else { continue };
+                let m = *sh.mappings.get(s.mapping);
+                let timeout = self.timeout(s.proto, s.state);
+                let idle = now.saturating_sub(s.last_seen);
+                out.push(SessionInfo {
+                    proto,
+                    inside: SocketAddrV4::new(s.in_ip.into(), s.in_port),
+                    public: SocketAddrV4::new(self.cfg.public_addrs[m.pub_idx as usize], m.pub_port),
+                    remote: SocketAddrV4::new(s.rem_ip.into(), s.rem_port),
+                    state: TcpState::from_u8(s.state).map_or("ACTIVE", |t| t.name()),
+                    idle,
+                    expires_in: timeout.saturating_sub(idle),
+                    pkts_out: s.pkts_out,
+                    pkts_in: s.pkts_in,
+                    bytes: s.bytes,
+                    inbound_created: s.flags & F_INBOUND_CREATED != 0,
+                });
+            }
+        }
+        out
+    }
+
+    /// Chooses and claims a public port for a new mapping (RFC 4787 REQ-3/3a/4, RFC 6056).
+    fn claim_port(&self, sh: &mut Shard, pub_idx: u8, proto: Proto, want: u16, word: u32, now_s: u32) -> Option<u16> {
+        let ports = &self.table.ports;
+        // 1. Preserve the inside port when it is free.
+        if self.in_port_ranges(want) && ports.try_claim(pub_idx, proto, want, word, now_s) {
+            return Some(want);
+        }
+        // 2. Same range class and parity, random.
+        let class = (want >= 1024) as usize;
+        let (ranges, total) = (&self.class_ranges[class], self.class_total[class]);
+        let nth = |mut i: u32| -> u16 {
+            for r in ranges {
+                if i < r.len() {
+                    return (r.first as u32 + i) as u16;
+                }
+                i -= r.len();
+            }
+            unreachable!("index below total")
+        };
+        if total > 0 {
+            for _ in 0..16 {
+                let p = nth((sh.next_random() % total as u64) as u32);
+                let p = (p & !1) | (want & 1);
+                if ranges.iter().any(|r| r.contains(p)) && ports.try_claim(pub_idx, proto, p, word, now_s) {
+                    return Some(p);
+                }
+            }
+            // 3. Exhaustive from a random start: same class and parity first, then any parity.
+            let start = (sh.next_random() % total as u64) as u32;
+            for parity_matters in [true, false] {
+                for i in 0..total {
+                    let p = nth((start + i) % total);
+                    if (!parity_matters || p & 1 == want & 1) && ports.try_claim(pub_idx, proto, p, word, now_s) {
+                        return Some(p);
+                    }
+                }
+            }
+        }
+        // 4. The other class, rather than failing.
+        let other = 1 - class;
+        let (ranges, total) = (&self.class_ranges[other], self.class_total[other]);
+        if total > 0 {
+            let start = (sh.next_random() % total as u64) as u32;
+            for i in 0..total {
+                let mut j = (start + i) % total;
+                let p = ranges
+                    .iter()
+                    .find_map(|r| {
+                        if j < r.len() {
+                            Some((r.first as u32 + j) as u16)
+                        } else {
+                            j -= r.len();
+                            None
+                        }
+                    })
+                    .unwrap_or(0);
+                if p != 0 && ports.try_claim(pub_idx, proto, p, word, now_s) {
+                    return Some(p);
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Worker {
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Translates one Ethernet frame in place. `dir` says which interface it arrived on; `scratch`
+    /// receives a generated reply (ICMP error) when the verdict is [`Verdict::Reply`]; 1514 bytes
+    /// are enough. Never panics, whatever `frame` holds.
+    #[inline]
+    pub fn process(&self, dir: Direction, frame: &mut [u8], meta: FrameMeta, now: Time, scratch: &mut [u8]) -> Verdict {
+        let v = match dir {
+            Direction::Outbound => self.outbound(frame, meta, now, scratch),
+            Direction::Inbound => self.inbound(frame, meta, now, scratch),
+        };
+        match v {
+            Verdict::Drop(r) => self.stats.count_drop(r),
+            Verdict::Kernel => self.stats.bump(Counter::Kernel),
+            Verdict::Reply(_) => self.stats.bump(Counter::IcmpGenerated),
+            Verdict::Forward => {}
+        }
+        v
+    }
+
+    /// Parses IPv4 + L4 far enough to translate. `Err(verdict)` for everything else.
+    #[inline]
+    fn classify(&self, f: &[u8], dir: Direction) -> Result<Flow, Verdict> {
+        if f.len() < L3 || be16(f, 12) != ethertype::IPV4 {
+            return Err(Verdict::Kernel);
+        }
+        let ip = Ipv4::new_checked(&f[L3..]).map_err(|_| Verdict::Drop(DropReason::Malformed))?;
+        let (src, dst) = (ip.src_u32(), ip.dst_u32());
+        let e = &self.engine;
+        match dir {
+            Direction::Outbound if e.is_local(dst) => return Err(Verdict::Kernel),
+            Direction::Inbound if e.public_index(dst).is_none() => return Err(Verdict::Kernel),
+            _ => {}
+        }
+        if !ip.verify_checksum() {
+            return Err(Verdict::Drop(DropReason::BadChecksum));
+        }
+        if dir == Direction::Outbound && !e.is_inside_source(src) {
+            return Err(Verdict::Drop(DropReason::Spoofed));
+        }
+        let ip_len = ip.total_len();
+        let l4 = L3 + ip.header_len();
+        let seg = &f[l4..L3 + ip_len];
+        let p = ip.protocol();
+        if ip.is_fragment() {
+            return Err(Verdict::Drop(DropReason::Fragment));
+        }
+        let malformed = |_| Verdict::Drop(DropReason::Malformed);
+        let (proto, sport, dport, tcp_flags) = match p {
+            proto::TCP => {
+                let t = Tcp::new_checked(seg).map_err(malformed)?;
+                (Proto::Tcp, t.src_port(), t.dst_port(), t.flags())
+            }
+            proto::UDP => {
+                let u = Udp::new_checked(seg).map_err(malformed)?;
+                (Proto::Udp, u.src_port(), u.dst_port(), 0)
+            }
+            proto::ICMP => {
+                let i = Icmp::new_checked(seg).map_err(malformed)?;
+                match (dir, i.msg_type()) {
+                    (Direction::Outbound, Icmp::ECHO_REQUEST) => (Proto::Icmp, i.ident(), 0, 0),
+                    (Direction::Inbound, Icmp::ECHO_REPLY) => (Proto::Icmp, 0, i.ident(), 0),
+                    (_, _) if i.is_error() => return Err(Verdict::Drop(DropReason::UnsupportedIcmp)),
+                    (Direction::Inbound, _) => return Err(Verdict::Kernel),
+                    (Direction::Outbound, _) => return Err(Verdict::Drop(DropReason::UnsupportedIcmp)),
+                }
+            }
+            _ if dir == Direction::Inbound => return Err(Verdict::Kernel),
+            _ => return Err(Verdict::Drop(DropReason::UnsupportedProtocol)),
+        };
+        if dir == Direction::Inbound && !e.in_port_ranges(dport) {
+            // The host's own traffic on the public address (ssh, apt...).
+            return Err(Verdict::Kernel);
+        }
+        Ok(Flow { proto, l4, src, dst, sport, dport, tcp_flags, ip_len })
+    }
+
+    fn outbound(&self, f: &mut [u8], meta: FrameMeta, now: Time, scratch: &mut [u8]) -> Verdict {
+        let fl = match self.classify(f, Direction::Outbound) {
+            Ok(fl) => fl,
+            Err(v) => return v,
+        };
+        let e = &*self.engine;
+        if f[L3 + 8] <= 1 {
+            return self.ttl_exceeded(f, fl.ip_len, e.cfg.inside_addr.map_or(0, u32::from), scratch);
+        }
+        let mtu = e.cfg.outside_mtu as usize;
+        if mtu != 0 && fl.ip_len > mtu && !meta.gso {
+            return self.too_big(f, fl.ip_len, mtu, e.cfg.inside_addr.map_or(0, u32::from), scratch);
+        }
+        let (pub_ip, pub_port) = match self.lookup_out(&fl, now) {
+            Ok(x) => x,
+            Err(r) => return Verdict::Drop(r),
+        };
+        rewrite(f, fl.l4, fl.proto, Side::Src, pub_ip, pub_port, meta.csum_partial);
+        self.stats.bump(Counter::PktsOut);
+        self.stats.add(Counter::BytesOut as usize, fl.ip_len as u64);
+        Verdict::Forward
+    }
+
+    fn inbound(&self, f: &mut [u8], meta: FrameMeta, now: Time, scratch: &mut [u8]) -> Verdict {
+        let fl = match self.classify(f, Direction::Inbound) {
+            Ok(fl) => fl,
+            Err(v) => return v,
+        };
+        if f[L3 + 8] <= 1 {
+            return self.ttl_exceeded(f, fl.ip_len, fl.dst, scratch);
+        }
+        let (in_ip, in_port) = match self.lookup_in(&fl, now) {
+            Ok(x) => x,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let mtu = self.engine.cfg.inside_mtu as usize;
+        if mtu != 0 && fl.ip_len > mtu && !meta.gso {
+            return self.too_big(f, fl.ip_len, mtu, fl.dst, scratch);
+        }
+        rewrite(f, fl.l4, fl.proto, Side::Dst, in_ip, in_port, meta.csum_partial);
+        self.stats.bump(Counter::PktsIn);
+        self.stats.add(Counter::BytesIn as usize, fl.ip_len as u64);
+        Verdict::Forward
+    }
+
+    /// Outbound: the session's public (address, port), creating mapping and session as needed.
+    #[inline]
+    fn lookup_out(&self, fl: &Flow, now: Time) -> Result<(u32, u16), DropReason> {
+        let e = &*self.engine;
+        let t = &e.table;
+        let seed = t.seed;
+        let p = fl.proto.ip_number();
+        let mh = map_hash(seed, p, fl.src, fl.sport);
+        let si = t.shard_of(mh);
+        let mut guard = t.shards[si].lock();
+        let sh: &mut Shard = &mut guard;
+        if let Some(id) = sh.find_session(seed, p, fl.src, fl.sport, fl.dst, fl.dport) {
+            let s = sh.sessions.get_mut(id);
+            if e.expired(s.proto, s.state, s.last_seen, now) {
+                // Same 5-tuple after expiry: start the session afresh on its (still held) mapping.
+                s.state = if p == proto::TCP { TcpState::initial(Direction::Outbound, fl.tcp_flags) as u8 } else { 0 };
+                s.pkts_out = 0;
+                s.pkts_in = 0;
+                s.bytes = 0;
+            } else if p == proto::TCP {
+                s.state = TcpState::from_u8(s.state)
+                    .map_or(TcpState::initial(Direction::Outbound, fl.tcp_flags), |st| st.next(Direction::Outbound, fl.tcp_flags))
+                    as u8;
+            }
+            s.last_seen = now;
+            s.pkts_out = s.pkts_out.wrapping_add(1);
+            s.bytes = s.bytes.wrapping_add(fl.ip_len as u64);
+            let m = sh.mappings.get(s.mapping);
+            return Ok((u32::from(e.cfg.public_addrs[m.pub_idx as usize]), m.pub_port));
+        }
+        let (mid, fresh) = match sh.find_mapping(seed, p, fl.src, fl.sport) {
+            Some(m) => (m, false),
+            None => {
+                // Paired pooling: an inside address always gets the same public address.
+                let pub_idx = (mix(seed, fl.src as u64, 0x9a1) % e.cfg.public_addrs.len() as u64) as u8;
+                let mid = sh.add_mapping(seed, p, fl.src, fl.sport, pub_idx, 0).ok_or(DropReason::TableFull)?;
+                match e.claim_port(sh, pub_idx, fl.proto, fl.sport, owner_word(si, mid), now.secs_u32()) {
+                    Some(port) => sh.mappings.get_mut(mid).pub_port = port,
+                    None => {
+                        sh.drop_empty_mapping(seed, mid);
+                        return Err(DropReason::NoPorts);
+                    }
+                }
+                self.stats.bump(Counter::MappingsCreated);
+                (mid, true)
+            }
+        };
+        let state = if p == proto::TCP { TcpState::initial(Direction::Outbound, fl.tcp_flags) as u8 } else { 0 };
+        let Some(sid) = sh.add_session(seed, mid, fl.dst, fl.dport, state, 0, now) else {
+            if fresh {
+                let m = *sh.mappings.get(mid);
+                sh.drop_empty_mapping(seed, mid);
+                e.table.ports.release(m.pub_idx, fl.proto, m.pub_port, 0);
+            }
+            return Err(DropReason::TableFull);
+        };
+        self.stats.bump(Counter::SessionsCreated);
+        let s = sh.sessions.get_mut(sid);
+        s.pkts_out = 1;
+        s.bytes = fl.ip_len as u64;
+        let m = sh.mappings.get(mid);
+        Ok((u32::from(e.cfg.public_addrs[m.pub_idx as usize]), m.pub_port))
+    }
+
+    /// Inbound: the inside (address, port) for a packet to a public port, after filtering.
+    #[inline]
+    fn lookup_in(&self, fl: &Flow, now: Time) -> Result<(u32, u16), DropReason> {
+        let e = &*self.engine;
+        let t = &e.table;
+        let seed = t.seed;
+        let p = fl.proto.ip_number();
+        let pub_idx = e.public_index(fl.dst).ok_or(DropReason::NoMapping)?;
+        let word = t.ports.owner(pub_idx, fl.proto, fl.dport);
+        if word == 0 {
+            return Err(DropReason::NoMapping);
+        }
+        let (si, mid) = owner_parts(word);
+        let mut guard = t.shards[si & t.shard_mask].lock();
+        let sh: &mut Shard = &mut guard;
+        // Re-check under the lock: the port may have been freed and reused meanwhile.
+        if t.ports.owner(pub_idx, fl.proto, fl.dport) != word {
+            return Err(DropReason::NoMapping);
+        }
+        let m = *sh.mappings.get(mid);
+        let (in_ip, in_port) = (m.in_ip, m.in_port);
+        let live = sh.find_session(seed, p, in_ip, in_port, fl.src, fl.sport);
+        let live = live.filter(|&id| {
+            let s = sh.sessions.get(id);
+            !e.expired(s.proto, s.state, s.last_seen, now)
+        });
+        if let Some(id) = live {
+            let refresh = e.cfg.inbound_refresh;
+            let s = sh.sessions.get_mut(id);
+            if p == proto::TCP {
+                let st = TcpState::from_u8(s.state).unwrap_or(TcpState::SynIn);
+                let next = st.next(Direction::Inbound, fl.tcp_flags);
+                if next != st && (next == TcpState::Reset || st == TcpState::Reset) {
+                    s.last_seen = now;
+                }
+                s.state = next as u8;
+            }
+            if refresh {
+                s.last_seen = now;
+            }
+            s.pkts_in = s.pkts_in.wrapping_add(1);
+            s.bytes = s.bytes.wrapping_add(fl.ip_len as u64);
+            return Ok((in_ip, in_port));
+        }
+        let allowed = match e.cfg.filtering(fl.proto) {
+            Filtering::EndpointIndependent => true,
+            Filtering::AddressDependent => sh.has_peer(seed, mid, fl.src),
+            Filtering::AddressAndPortDependent => false,
+        };
+        if !allowed {
+            return Err(DropReason::Filtered);
+        }
+        let state = if p == proto::TCP { TcpState::initial(Direction::Inbound, fl.tcp_flags) as u8 } else { 0 };
+        let id = match sh.find_session(seed, p, in_ip, in_port, fl.src, fl.sport) {
+            Some(id) => {
+                let s = sh.sessions.get_mut(id);
+                s.state = state;
+                s.flags |= F_INBOUND_CREATED;
+                s.pkts_out = 0;
+                s.bytes = 0;
+                s.last_seen = now;
+                id
+            }
+            None => {
+                let id = sh
+                    .add_session(seed, mid, fl.src, fl.sport, state, F_INBOUND_CREATED, now)
+                    .ok_or(DropReason::TableFull)?;
+                self.stats.bump(Counter::SessionsCreated);
+                id
+            }
+        };
+        let s = sh.sessions.get_mut(id);
+        s.pkts_in = 1;
+        s.bytes = fl.ip_len as u64;
+        Ok((in_ip, in_port))
+    }
+
+    fn ttl_exceeded(&self, f: &[u8], ip_len: usize, from: u32, scratch: &mut [u8]) -> Verdict {
+        match icmp_error(scratch, f, ip_len, Icmp::TIME_EXCEEDED, 0, 0, from) {
+            Some(n) if from != 0 => {
+                self.stats.count_drop(DropReason::TtlExceeded);
+                Verdict::Reply(n)
+            }
+            _ => Verdict::Drop(DropReason::TtlExceeded),
+        }
+    }
+
+    fn too_big(&self, f: &[u8], ip_len: usize, mtu: usize, from: u32, scratch: &mut [u8]) -> Verdict {
+        let df = be16(f, L3 + 6) & Ipv4::FLAG_DF != 0;
+        if df && from != 0 {
+            if let Some(n) = icmp_error(scratch, f, ip_len, Icmp::DEST_UNREACHABLE, Icmp::CODE_FRAG_NEEDED, mtu as u32, from) {
+                self.stats.count_drop(DropReason::TooBig);
+                return Verdict::Reply(n);
+            }
+        }
+        Verdict::Drop(DropReason::TooBig)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Src,
+    Dst,
+}
+
+/// Rewrites one address and port (ICMP: the identifier), decrements the TTL, and updates the IPv4
+/// and transport checksums incrementally. With `partial`, the transport checksum field holds a
+/// pseudo-header sum and only the address change is folded into it.
+#[inline]
+fn rewrite(f: &mut [u8], l4: usize, proto: Proto, side: Side, new_ip: u32, new_port: u16, partial: bool) {
+    let ip_off = L3 + if side == Side::Src { 12 } else { 16 };
+    let old_ip = be32(f, ip_off);
+    put32(f, ip_off, new_ip);
+    let ttl = f[L3 + 8];
+    let word_old = u16::from_be_bytes([ttl, f[L3 + 9]]);
+    let word_new = u16::from_be_bytes([ttl - 1, f[L3 + 9]]);
+    f[L3 + 8] = ttl - 1;
+    let c = update16(update32(be16(f, L3 + 10), old_ip, new_ip), word_old, word_new);
+    put16(f, L3 + 10, c);
+
+    let (port_off, csum_off) = match (proto, side) {
+        (Proto::Tcp, Side::Src) => (0, 16),
+        (Proto::Tcp, Side::Dst) => (2, 16),
+        (Proto::Udp, Side::Src) => (0, 6),
+        (Proto::Udp, Side::Dst) => (2, 6),
+        (Proto::Icmp, _) => (4, 2),
+    };
+    let old_port = be16(f, l4 + port_off);
+    put16(f, l4 + port_off, new_port);
+    let old_c = be16(f, l4 + csum_off);
+    let c = match proto {
+        Proto::Icmp => update16(old_c, old_port, new_port),
+        _ if partial => update32_partial(old_c, old_ip, new_ip),
+        Proto::Udp if old_c == 0 => 0,
+        _ => {
+            let c = update16(update32(old_c, old_ip, new_ip), old_port, new_port);
+            if proto == Proto::Udp && c == 0 { 0xffff } else { c }
+        }
+    };
+    put16(f, l4 + csum_off, c);
+}
+
+/// Writes into `out` an Ethernet frame carrying an ICMP error about the IPv4 packet in `f`, sent
+/// from `from` back to that packet's source (RFC 792; RFC 1812: quote as much as fits in 576
+/// bytes). Returns its length, or `None` if `out` is too small.
+fn icmp_error(out: &mut [u8], f: &[u8], ip_len: usize, typ: u8, code: u8, rest: u32, from: u32) -> Option<usize> {
+    let quote = ip_len.min(576 - 28).min(f.len() - L3);
+    let n = L3 + 28 + quote;
+    if out.len() < n {
+        return None;
+    }
+    out[0..6].copy_from_slice(&f[6..12]);
+    out[6..12].copy_from_slice(&f[0..6]);
+    put16(out, 12, ethertype::IPV4);
+    let ip = &mut out[L3..L3 + 20];
+    ip.copy_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto::ICMP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    put16(ip, 2, (28 + quote) as u16);
+    put32(ip, 12, from);
+    ip[16..20].copy_from_slice(&f[L3 + 12..L3 + 16]);
+    let c = checksum::checksum(ip);
+    put16(ip, 10, c);
+    let icmp = &mut out[L3 + 20..n];
+    icmp[0] = typ;
+    icmp[1] = code;
+    put16(icmp, 2, 0);
+    put32(icmp, 4, rest);
+    icmp[8..].copy_from_slice(&f[L3..L3 + quote]);
+    let c = checksum::checksum(icmp);
+    put16(icmp, 2, c);
+    Some(n)
+}

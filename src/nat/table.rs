@@ -1,0 +1,376 @@
+//! The translation table: mappings (inside endpoint ↔ public port) and sessions (a mapping plus a
+//! remote endpoint), shared by all datapath workers.
+//!
+//! # Layout and locking
+//! - Records are sharded by a keyed hash of the *inside endpoint* (protocol, address, port): a
+//!   mapping and all its sessions live in one shard, behind that shard's mutex. There is no global
+//!   lock; two workers contend only when they touch the same shard at the same moment.
+//! - The public port space is a flat array of atomics per (public address, protocol), one word per
+//!   port: 0 when free, else (shard, mapping id). Ports are claimed with compare-and-swap, so
+//!   allocation needs no lock beyond the claiming shard's, and the inbound path finds the owning
+//!   shard from the destination port with one atomic load.
+//! - All memory is reserved at construction: slabs and fixed-capacity indexes. Nothing on the
+//!   per-packet path allocates.
+
+use super::config::Config;
+use super::index::{Index, Slab};
+use super::{Proto, Time};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Mapping key hash: (protocol, inside address, inside port).
+#[inline]
+pub(crate) fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let x = (a ^ seed) as u128 * (b ^ K ^ seed.rotate_left(29)) as u128;
+    let h = ((x >> 64) as u64) ^ (x as u64);
+    let y = (h ^ K) as u128 * (h ^ 0xff51_afd7_ed55_8ccd) as u128;
+    ((y >> 64) as u64) ^ (y as u64)
+}
+
+/// A live mapping (RFC 4787 "mapping"): one inside endpoint bound to one public port.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub(crate) struct Mapping {
+    pub in_ip: u32,
+    pub in_port: u16,
+    pub pub_port: u16,
+    /// 0 when the slot is free.
+    pub proto: u8,
+    pub pub_idx: u8,
+    _pad: u16,
+    /// Live sessions using this mapping; the mapping ends with its last session.
+    pub sessions: u32,
+}
+
+/// Session flags.
+pub(crate) const F_INBOUND_CREATED: u8 = 1;
+
+/// A session: a mapping plus one remote endpoint. 48 bytes.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub(crate) struct Session {
+    pub in_ip: u32,
+    pub rem_ip: u32,
+    pub in_port: u16,
+    pub rem_port: u16,
+    /// 0 when the slot is free.
+    pub proto: u8,
+    /// TCP state (`TcpState as u8`), 0 for UDP/ICMP.
+    pub state: u8,
+    pub flags: u8,
+    _pad: u8,
+    pub mapping: u32,
+    pub last_seen: Time,
+    pub pkts_out: u32,
+    pub pkts_in: u32,
+    pub bytes: u64,
+}
+
+/// Per remote address reference counts of a mapping, for address-dependent filtering.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer {
+    pub mapping: u32,
+    pub rem_ip: u32,
+    /// 0 when the slot is free.
+    pub count: u32,
+}
+
+pub(crate) struct Shard {
+    pub mappings: Slab<Mapping>,
+    pub map_index: Index,
+    pub sessions: Slab<Session>,
+    pub sess_index: Index,
+    pub peers: Slab<Peer>,
+    pub peer_index: Index,
+    pub rng: u64,
+}
+
+#[inline]
+pub(crate) fn map_hash(seed: u64, proto: u8, ip: u32, port: u16) -> u64 {
+    mix(seed, ((proto as u64) << 32) | ip as u64, port as u64)
+}
+
+#[inline]
+pub(crate) fn sess_hash(seed: u64, proto: u8, in_ip: u32, in_port: u16, rem_ip: u32, rem_port: u16) -> u64 {
+    mix(
+        seed ^ 0x51,
+        ((in_ip as u64) << 32) | rem_ip as u64,
+        ((in_port as u64) << 32) | ((rem_port as u64) << 16) | proto as u64,
+    )
+}
+
+#[inline]
+fn peer_hash(seed: u64, mapping: u32, rem_ip: u32) -> u64 {
+    mix(seed ^ 0xadf, mapping as u64, rem_ip as u64)
+}
+
+impl Shard {
+    fn new(cap: usize, with_peers: bool, rng: u64) -> Self {
+        let peer_cap = if with_peers { cap } else { 0 };
+        Shard {
+            mappings: Slab::with_capacity(cap),
+            map_index: Index::with_capacity(cap),
+            sessions: Slab::with_capacity(cap),
+            sess_index: Index::with_capacity(cap),
+            peers: Slab::with_capacity(peer_cap),
+            peer_index: Index::with_capacity(peer_cap),
+            rng: rng | 1,
+        }
+    }
+
+    #[inline]
+    pub fn next_random(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    #[inline]
+    pub fn find_session(&self, seed: u64, proto: u8, in_ip: u32, in_port: u16, rem_ip: u32, rem_port: u16) -> Option<u32> {
+        let h = sess_hash(seed, proto, in_ip, in_port, rem_ip, rem_port);
+        self.sess_index.find(h, |id| {
+            let s = self.sessions.get(id);
+            s.in_ip == in_ip && s.rem_ip == rem_ip && s.in_port == in_port && s.rem_port == rem_port && s.proto == proto
+        })
+    }
+
+    #[inline]
+    pub fn find_mapping(&self, seed: u64, proto: u8, in_ip: u32, in_port: u16) -> Option<u32> {
+        let h = map_hash(seed, proto, in_ip, in_port);
+        self.map_index.find(h, |id| {
+            let m = self.mappings.get(id);
+            m.in_ip == in_ip && m.in_port == in_port && m.proto == proto
+        })
+    }
+
+    /// Adds a session to `mapping`. `None` when the shard is full.
+    pub fn add_session(&mut self, seed: u64, mapping: u32, rem_ip: u32, rem_port: u16, state: u8, flags: u8, now: Time) -> Option<u32> {
+        let m = *self.mappings.get(mapping);
+        let s = Session {
+            in_ip: m.in_ip,
+            rem_ip,
+            in_port: m.in_port,
+            rem_port,
+            proto: m.proto,
+            state,
+            flags,
+            _pad: 0,
+            mapping,
+            last_seen: now,
+            pkts_out: 0,
+            pkts_in: 0,
+            bytes: 0,
+        };
+        let with_peers = self.peers_enabled();
+        if with_peers && !self.peer_ref(seed, mapping, rem_ip) {
+            return None;
+        }
+        let Some(id) = self.sessions.alloc(s) else {
+            if with_peers {
+                self.peer_unref(seed, mapping, rem_ip);
+            }
+            return None;
+        };
+        let h = sess_hash(seed, m.proto, m.in_ip, m.in_port, rem_ip, rem_port);
+        // Capacity of the index equals the slab's, so this cannot fail.
+        let inserted = self.sess_index.insert(h, id);
+        debug_assert!(inserted);
+        self.mappings.get_mut(mapping).sessions += 1;
+        Some(id)
+    }
+
+    fn peers_enabled(&self) -> bool {
+        self.peers.heap_bytes() != 0
+    }
+
+    fn peer_ref(&mut self, seed: u64, mapping: u32, rem_ip: u32) -> bool {
+        let h = peer_hash(seed, mapping, rem_ip);
+        if let Some(id) = self.peer_index.find(h, |id| {
+            let p = self.peers.get(id);
+            p.mapping == mapping && p.rem_ip == rem_ip && p.count != 0
+        }) {
+            self.peers.get_mut(id).count += 1;
+            return true;
+        }
+        match self.peers.alloc(Peer { mapping, rem_ip, count: 1 }) {
+            Some(id) => self.peer_index.insert(h, id),
+            None => false,
+        }
+    }
+
+    fn peer_unref(&mut self, seed: u64, mapping: u32, rem_ip: u32) {
+        let h = peer_hash(seed, mapping, rem_ip);
+        if let Some(id) = self.peer_index.find(h, |id| {
+            let p = self.peers.get(id);
+            p.mapping == mapping && p.rem_ip == rem_ip && p.count != 0
+        }) {
+            let p = self.peers.get_mut(id);
+            p.count -= 1;
+            if p.count == 0 {
+                self.peer_index.remove(h, id);
+                self.peers.release(id);
+            }
+        }
+    }
+
+    /// Whether `mapping` has a session towards `rem_ip` (address-dependent filtering).
+    pub fn has_peer(&self, seed: u64, mapping: u32, rem_ip: u32) -> bool {
+        let h = peer_hash(seed, mapping, rem_ip);
+        self.peer_index
+            .find(h, |id| {
+                let p = self.peers.get(id);
+                p.mapping == mapping && p.rem_ip == rem_ip && p.count != 0
+            })
+            .is_some()
+    }
+
+    /// Removes a session; returns the mapping it leaves behind if that mapping is now unused
+    /// (the caller frees its port).
+    pub fn remove_session(&mut self, seed: u64, id: u32) -> Option<Mapping> {
+        let s = *self.sessions.get(id);
+        if s.proto == 0 {
+            return None;
+        }
+        let h = sess_hash(seed, s.proto, s.in_ip, s.in_port, s.rem_ip, s.rem_port);
+        self.sess_index.remove(h, id);
+        self.sessions.get_mut(id).proto = 0;
+        self.sessions.release(id);
+        if self.peers_enabled() {
+            self.peer_unref(seed, s.mapping, s.rem_ip);
+        }
+        let m = self.mappings.get_mut(s.mapping);
+        m.sessions -= 1;
+        if m.sessions == 0 {
+            let m = *m;
+            let h = map_hash(seed, m.proto, m.in_ip, m.in_port);
+            self.map_index.remove(h, s.mapping);
+            self.mappings.get_mut(s.mapping).proto = 0;
+            self.mappings.release(s.mapping);
+            return Some(m);
+        }
+        None
+    }
+
+    /// Adds a mapping record (the port is already claimed). `None` when full.
+    pub fn add_mapping(&mut self, seed: u64, proto: u8, in_ip: u32, in_port: u16, pub_idx: u8, pub_port: u16) -> Option<u32> {
+        let id = self.mappings.alloc(Mapping { in_ip, in_port, pub_port, proto, pub_idx, _pad: 0, sessions: 0 })?;
+        let inserted = self.map_index.insert(map_hash(seed, proto, in_ip, in_port), id);
+        debug_assert!(inserted);
+        Some(id)
+    }
+
+    /// Drops a mapping that never got a session (allocation failed half-way).
+    pub fn drop_empty_mapping(&mut self, seed: u64, id: u32) {
+        let m = *self.mappings.get(id);
+        debug_assert_eq!(m.sessions, 0);
+        self.map_index.remove(map_hash(seed, m.proto, m.in_ip, m.in_port), id);
+        self.mappings.get_mut(id).proto = 0;
+        self.mappings.release(id);
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.mappings.heap_bytes()
+            + self.map_index.heap_bytes()
+            + self.sessions.heap_bytes()
+            + self.sess_index.heap_bytes()
+            + self.peers.heap_bytes()
+            + self.peer_index.heap_bytes()
+    }
+}
+
+/// Public port ownership, one atomic word per (public address, protocol, port).
+pub(crate) struct PortSpace {
+    /// 0 = free; else `(mapping_id + 1) << 8 | shard`.
+    owners: Box<[AtomicU32]>,
+    /// Whole second (of `Time`) from which a freed port may be claimed again.
+    cool_until: Box<[AtomicU32]>,
+}
+
+#[inline]
+pub(crate) fn owner_word(shard: usize, mapping: u32) -> u32 {
+    ((mapping + 1) << 8) | shard as u32
+}
+
+#[inline]
+pub(crate) fn owner_parts(w: u32) -> (usize, u32) {
+    ((w & 0xff) as usize, (w >> 8) - 1)
+}
+
+impl PortSpace {
+    fn new(n_public: usize) -> Self {
+        let n = n_public * 3 * 65536;
+        PortSpace {
+            owners: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            cool_until: (0..n).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    #[inline]
+    fn slot(pub_idx: u8, proto: Proto, port: u16) -> usize {
+        ((pub_idx as usize * 3 + proto as usize) << 16) | port as usize
+    }
+
+    #[inline]
+    pub fn owner(&self, pub_idx: u8, proto: Proto, port: u16) -> u32 {
+        self.owners[Self::slot(pub_idx, proto, port)].load(Ordering::Acquire)
+    }
+
+    /// Claims a free, rested port for `word`.
+    #[inline]
+    pub fn try_claim(&self, pub_idx: u8, proto: Proto, port: u16, word: u32, now_s: u32) -> bool {
+        let i = Self::slot(pub_idx, proto, port);
+        if self.owners[i].load(Ordering::Relaxed) != 0 || self.cool_until[i].load(Ordering::Relaxed) > now_s {
+            return false;
+        }
+        self.owners[i].compare_exchange(0, word, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// Frees a port; it rests until `rest_until_s`.
+    #[inline]
+    pub fn release(&self, pub_idx: u8, proto: Proto, port: u16, rest_until_s: u32) {
+        let i = Self::slot(pub_idx, proto, port);
+        self.cool_until[i].store(rest_until_s, Ordering::Relaxed);
+        self.owners[i].store(0, Ordering::Release);
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        (self.owners.len() + self.cool_until.len()) * 4
+    }
+}
+
+/// The shared table.
+pub(crate) struct Table {
+    pub shards: Box<[Mutex<Shard>]>,
+    pub shard_mask: usize,
+    pub ports: PortSpace,
+    pub seed: u64,
+}
+
+impl Table {
+    pub fn new(cfg: &Config) -> Self {
+        let n = cfg.shards.clamp(1, 256).next_power_of_two();
+        let per = cfg.max_sessions.div_ceil(n);
+        // Hash imbalance across shards: give each shard some slack over its even share.
+        let cap = (per + per / 16 + 16).min((1 << 24) - 2);
+        let with_peers = [cfg.filtering_tcp, cfg.filtering_udp, cfg.filtering_icmp]
+            .contains(&super::config::Filtering::AddressDependent);
+        let shards = (0..n)
+            .map(|i| Mutex::new(Shard::new(cap, with_peers, mix(cfg.seed, i as u64, 0x7a6e))))
+            .collect();
+        Table { shards, shard_mask: n - 1, ports: PortSpace::new(cfg.public_addrs.len()), seed: cfg.seed }
+    }
+
+    #[inline]
+    pub fn shard_of(&self, map_hash: u64) -> usize {
+        (map_hash >> 56) as usize & self.shard_mask
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.ports.heap_bytes() + self.shards.iter().map(|s| s.lock().heap_bytes()).sum::<usize>()
+    }
+}
