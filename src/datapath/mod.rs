@@ -28,7 +28,10 @@ pub struct FrameInfo {
 impl FrameInfo {
     /// What the engine needs to know.
     pub fn nat_meta(&self) -> FrameMeta {
-        FrameMeta { csum_partial: self.csum_partial, gso: self.gso_type != 0 }
+        FrameMeta {
+            csum_partial: self.csum_partial,
+            gso: self.gso_type != 0,
+        }
     }
 }
 
@@ -38,7 +41,11 @@ pub trait Port: Send {
     fn fd(&self) -> RawFd;
     /// Receives what is waiting (waiting at most `timeout` for the first frame) and calls `f` on
     /// each frame, which it may modify in place. Returns the number of frames.
-    fn rx(&mut self, timeout: Duration, f: &mut dyn FnMut(&mut [u8], &FrameInfo)) -> io::Result<usize>;
+    fn rx(
+        &mut self,
+        timeout: Duration,
+        f: &mut dyn FnMut(&mut [u8], &FrameInfo),
+    ) -> io::Result<usize>;
     /// Queues a frame for transmission.
     fn tx(&mut self, frame: &[u8], info: &FrameInfo) -> io::Result<()>;
     /// Sends everything queued.

@@ -79,10 +79,18 @@ impl std::str::FromStr for PortRange {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (a, b) = s.split_once('-').unwrap_or((s, s));
-        let a: u16 = a.trim().parse().map_err(|_| format!("bad port {a:?} in range {s:?}"))?;
-        let b: u16 = b.trim().parse().map_err(|_| format!("bad port {b:?} in range {s:?}"))?;
+        let a: u16 = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad port {a:?} in range {s:?}"))?;
+        let b: u16 = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad port {b:?} in range {s:?}"))?;
         if a == 0 || b < a {
-            return Err(format!("port range {s:?} must be FIRST-LAST with 1 <= FIRST <= LAST"));
+            return Err(format!(
+                "port range {s:?} must be FIRST-LAST with 1 <= FIRST <= LAST"
+            ));
         }
         Ok(PortRange::new(a, b))
     }
@@ -97,7 +105,11 @@ pub struct Prefix {
 
 impl Prefix {
     pub fn mask(&self) -> u32 {
-        if self.len == 0 { 0 } else { u32::MAX << (32 - self.len as u32) }
+        if self.len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.len as u32)
+        }
     }
     pub fn contains(&self, a: u32) -> bool {
         (a ^ u32::from(self.addr)) & self.mask() == 0
@@ -108,8 +120,14 @@ impl std::str::FromStr for Prefix {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (a, l) = s.split_once('/').unwrap_or((s, "32"));
-        let addr: Ipv4Addr = a.parse().map_err(|_| format!("bad address in prefix {s:?}"))?;
-        let len: u8 = l.parse().ok().filter(|l| *l <= 32).ok_or(format!("bad length in prefix {s:?}"))?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("bad address in prefix {s:?}"))?;
+        let len: u8 = l
+            .parse()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or(format!("bad length in prefix {s:?}"))?;
         Ok(Prefix { addr, len })
     }
 }
@@ -161,7 +179,7 @@ impl Default for Config {
             inbound_refresh: true,
             max_sessions: 1 << 16,
             shards: 64,
-            seed: 0x5eed_0f_a7_2026,
+            seed: 0x5eed_0fa7_2026,
             outside_mtu: 0,
             inside_mtu: 0,
         }

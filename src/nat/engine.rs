@@ -108,8 +108,12 @@ impl Engine {
     /// Builds the engine; all table memory is reserved here.
     pub fn new(cfg: Config) -> Result<Arc<Engine>, ConfigError> {
         cfg.validate()?;
-        let mut public_sorted: Vec<(u32, u8)> =
-            cfg.public_addrs.iter().enumerate().map(|(i, a)| (u32::from(*a), i as u8)).collect();
+        let mut public_sorted: Vec<(u32, u8)> = cfg
+            .public_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (u32::from(*a), i as u8))
+            .collect();
         public_sorted.sort_unstable();
         let classes = [PortRange::new(0, 1023), PortRange::new(1024, 65535)];
         let class_ranges: [Vec<PortRange>; 2] = std::array::from_fn(|c| {
@@ -141,7 +145,10 @@ impl Engine {
     pub fn worker(self: &Arc<Self>) -> Worker {
         let stats = Arc::new(WorkerStats::default());
         self.workers.lock().push(stats.clone());
-        Worker { engine: self.clone(), stats }
+        Worker {
+            engine: self.clone(),
+            stats,
+        }
     }
 
     /// Counters summed over all workers.
@@ -166,7 +173,8 @@ impl Engine {
 
     #[inline]
     fn is_inside_source(&self, a: u32) -> bool {
-        self.cfg.inside_prefixes.is_empty() || self.cfg.inside_prefixes.iter().any(|p| p.contains(a))
+        self.cfg.inside_prefixes.is_empty()
+            || self.cfg.inside_prefixes.iter().any(|p| p.contains(a))
     }
 
     #[inline]
@@ -194,12 +202,20 @@ impl Engine {
 
     /// Number of live sessions.
     pub fn session_count(&self) -> usize {
-        self.table.shards.iter().map(|s| s.lock().sessions.live()).sum()
+        self.table
+            .shards
+            .iter()
+            .map(|s| s.lock().sessions.live())
+            .sum()
     }
 
     /// Number of live mappings.
     pub fn mapping_count(&self) -> usize {
-        self.table.shards.iter().map(|s| s.lock().mappings.live()).sum()
+        self.table
+            .shards
+            .iter()
+            .map(|s| s.lock().mappings.live())
+            .sum()
     }
 
     /// Heap bytes reserved by the table (sessions, mappings, indexes, port space).
@@ -249,7 +265,9 @@ impl Engine {
     }
 
     fn release_port(&self, m: &super::table::Mapping, now: Time) {
-        let Some(p) = Proto::from_ip(m.proto) else { return };
+        let Some(p) = Proto::from_ip(m.proto) else {
+            return;
+        };
         let until = (now + self.cfg.port_cooldown).secs_u32().saturating_add(1);
         self.table.ports.release(m.pub_idx, p, m.pub_port, until);
     }
@@ -261,14 +279,19 @@ impl Engine {
             let sh = shard.lock();
             for id in 0..sh.sessions.high_water() as u32 {
                 let s = *sh.sessions.get(id);
-                let Some(proto) = Proto::from_ip(s.proto) else { continue };
+                let Some(proto) = Proto::from_ip(s.proto) else {
+                    continue;
+                };
                 let m = *sh.mappings.get(s.mapping);
                 let timeout = self.timeout(s.proto, s.state);
                 let idle = now.saturating_sub(s.last_seen);
                 out.push(SessionInfo {
                     proto,
                     inside: SocketAddrV4::new(s.in_ip.into(), s.in_port),
-                    public: SocketAddrV4::new(self.cfg.public_addrs[m.pub_idx as usize], m.pub_port),
+                    public: SocketAddrV4::new(
+                        self.cfg.public_addrs[m.pub_idx as usize],
+                        m.pub_port,
+                    ),
                     remote: SocketAddrV4::new(s.rem_ip.into(), s.rem_port),
                     state: TcpState::from_u8(s.state).map_or("ACTIVE", |t| t.name()),
                     idle,
@@ -284,7 +307,15 @@ impl Engine {
     }
 
     /// Chooses and claims a public port for a new mapping (RFC 4787 REQ-3/3a/4, RFC 6056).
-    fn claim_port(&self, sh: &mut Shard, pub_idx: u8, proto: Proto, want: u16, word: u32, now_s: u32) -> Option<u16> {
+    fn claim_port(
+        &self,
+        sh: &mut Shard,
+        pub_idx: u8,
+        proto: Proto,
+        want: u16,
+        word: u32,
+        now_s: u32,
+    ) -> Option<u16> {
         let ports = &self.table.ports;
         // 1. Preserve the inside port when it is free.
         if self.in_port_ranges(want) && ports.try_claim(pub_idx, proto, want, word, now_s) {
@@ -306,7 +337,9 @@ impl Engine {
             for _ in 0..16 {
                 let p = nth((sh.next_random() % total as u64) as u32);
                 let p = (p & !1) | (want & 1);
-                if ranges.iter().any(|r| r.contains(p)) && ports.try_claim(pub_idx, proto, p, word, now_s) {
+                if ranges.iter().any(|r| r.contains(p))
+                    && ports.try_claim(pub_idx, proto, p, word, now_s)
+                {
                     return Some(p);
                 }
             }
@@ -315,7 +348,9 @@ impl Engine {
             for parity_matters in [true, false] {
                 for i in 0..total {
                     let p = nth((start + i) % total);
-                    if (!parity_matters || p & 1 == want & 1) && ports.try_claim(pub_idx, proto, p, word, now_s) {
+                    if (!parity_matters || p & 1 == want & 1)
+                        && ports.try_claim(pub_idx, proto, p, word, now_s)
+                    {
                         return Some(p);
                     }
                 }
@@ -357,7 +392,14 @@ impl Worker {
     /// receives a generated reply (ICMP error) when the verdict is [`Verdict::Reply`]; 1514 bytes
     /// are enough. Never panics, whatever `frame` holds.
     #[inline]
-    pub fn process(&self, dir: Direction, frame: &mut [u8], meta: FrameMeta, now: Time, scratch: &mut [u8]) -> Verdict {
+    pub fn process(
+        &self,
+        dir: Direction,
+        frame: &mut [u8],
+        meta: FrameMeta,
+        now: Time,
+        scratch: &mut [u8],
+    ) -> Verdict {
         let v = match dir {
             Direction::Outbound => self.outbound(frame, meta, now, scratch),
             Direction::Inbound => self.inbound(frame, meta, now, scratch),
@@ -413,9 +455,13 @@ impl Worker {
                 match (dir, i.msg_type()) {
                     (Direction::Outbound, Icmp::ECHO_REQUEST) => (Proto::Icmp, i.ident(), 0, 0),
                     (Direction::Inbound, Icmp::ECHO_REPLY) => (Proto::Icmp, 0, i.ident(), 0),
-                    (_, _) if i.is_error() => return Err(Verdict::Drop(DropReason::UnsupportedIcmp)),
+                    (_, _) if i.is_error() => {
+                        return Err(Verdict::Drop(DropReason::UnsupportedIcmp));
+                    }
                     (Direction::Inbound, _) => return Err(Verdict::Kernel),
-                    (Direction::Outbound, _) => return Err(Verdict::Drop(DropReason::UnsupportedIcmp)),
+                    (Direction::Outbound, _) => {
+                        return Err(Verdict::Drop(DropReason::UnsupportedIcmp));
+                    }
                 }
             }
             _ if dir == Direction::Inbound => return Err(Verdict::Kernel),
@@ -425,7 +471,16 @@ impl Worker {
             // The host's own traffic on the public address (ssh, apt...).
             return Err(Verdict::Kernel);
         }
-        Ok(Flow { proto, l4, src, dst, sport, dport, tcp_flags, ip_len })
+        Ok(Flow {
+            proto,
+            l4,
+            src,
+            dst,
+            sport,
+            dport,
+            tcp_flags,
+            ip_len,
+        })
     }
 
     fn outbound(&self, f: &mut [u8], meta: FrameMeta, now: Time, scratch: &mut [u8]) -> Verdict {
@@ -435,17 +490,36 @@ impl Worker {
         };
         let e = &*self.engine;
         if f[L3 + 8] <= 1 {
-            return self.ttl_exceeded(f, fl.ip_len, e.cfg.inside_addr.map_or(0, u32::from), scratch);
+            return self.ttl_exceeded(
+                f,
+                fl.ip_len,
+                e.cfg.inside_addr.map_or(0, u32::from),
+                scratch,
+            );
         }
         let mtu = e.cfg.outside_mtu as usize;
         if mtu != 0 && fl.ip_len > mtu && !meta.gso {
-            return self.too_big(f, fl.ip_len, mtu, e.cfg.inside_addr.map_or(0, u32::from), scratch);
+            return self.too_big(
+                f,
+                fl.ip_len,
+                mtu,
+                e.cfg.inside_addr.map_or(0, u32::from),
+                scratch,
+            );
         }
         let (pub_ip, pub_port) = match self.lookup_out(&fl, now) {
             Ok(x) => x,
             Err(r) => return Verdict::Drop(r),
         };
-        rewrite(f, fl.l4, fl.proto, Side::Src, pub_ip, pub_port, meta.csum_partial);
+        rewrite(
+            f,
+            fl.l4,
+            fl.proto,
+            Side::Src,
+            pub_ip,
+            pub_port,
+            meta.csum_partial,
+        );
         self.stats.bump(Counter::PktsOut);
         self.stats.add(Counter::BytesOut as usize, fl.ip_len as u64);
         Verdict::Forward
@@ -467,7 +541,15 @@ impl Worker {
         if mtu != 0 && fl.ip_len > mtu && !meta.gso {
             return self.too_big(f, fl.ip_len, mtu, fl.dst, scratch);
         }
-        rewrite(f, fl.l4, fl.proto, Side::Dst, in_ip, in_port, meta.csum_partial);
+        rewrite(
+            f,
+            fl.l4,
+            fl.proto,
+            Side::Dst,
+            in_ip,
+            in_port,
+            meta.csum_partial,
+        );
         self.stats.bump(Counter::PktsIn);
         self.stats.add(Counter::BytesIn as usize, fl.ip_len as u64);
         Verdict::Forward
@@ -488,28 +570,46 @@ impl Worker {
             let s = sh.sessions.get_mut(id);
             if e.expired(s.proto, s.state, s.last_seen, now) {
                 // Same 5-tuple after expiry: start the session afresh on its (still held) mapping.
-                s.state = if p == proto::TCP { TcpState::initial(Direction::Outbound, fl.tcp_flags) as u8 } else { 0 };
+                s.state = if p == proto::TCP {
+                    TcpState::initial(Direction::Outbound, fl.tcp_flags) as u8
+                } else {
+                    0
+                };
                 s.pkts_out = 0;
                 s.pkts_in = 0;
                 s.bytes = 0;
             } else if p == proto::TCP {
                 s.state = TcpState::from_u8(s.state)
-                    .map_or(TcpState::initial(Direction::Outbound, fl.tcp_flags), |st| st.next(Direction::Outbound, fl.tcp_flags))
-                    as u8;
+                    .map_or(TcpState::initial(Direction::Outbound, fl.tcp_flags), |st| {
+                        st.next(Direction::Outbound, fl.tcp_flags)
+                    }) as u8;
             }
             s.last_seen = now;
             s.pkts_out = s.pkts_out.wrapping_add(1);
             s.bytes = s.bytes.wrapping_add(fl.ip_len as u64);
             let m = sh.mappings.get(s.mapping);
-            return Ok((u32::from(e.cfg.public_addrs[m.pub_idx as usize]), m.pub_port));
+            return Ok((
+                u32::from(e.cfg.public_addrs[m.pub_idx as usize]),
+                m.pub_port,
+            ));
         }
         let (mid, fresh) = match sh.find_mapping(seed, p, fl.src, fl.sport) {
             Some(m) => (m, false),
             None => {
                 // Paired pooling: an inside address always gets the same public address.
-                let pub_idx = (mix(seed, fl.src as u64, 0x9a1) % e.cfg.public_addrs.len() as u64) as u8;
-                let mid = sh.add_mapping(seed, p, fl.src, fl.sport, pub_idx, 0).ok_or(DropReason::TableFull)?;
-                match e.claim_port(sh, pub_idx, fl.proto, fl.sport, owner_word(si, mid), now.secs_u32()) {
+                let pub_idx =
+                    (mix(seed, fl.src as u64, 0x9a1) % e.cfg.public_addrs.len() as u64) as u8;
+                let mid = sh
+                    .add_mapping(seed, p, fl.src, fl.sport, pub_idx, 0)
+                    .ok_or(DropReason::TableFull)?;
+                match e.claim_port(
+                    sh,
+                    pub_idx,
+                    fl.proto,
+                    fl.sport,
+                    owner_word(si, mid),
+                    now.secs_u32(),
+                ) {
                     Some(port) => sh.mappings.get_mut(mid).pub_port = port,
                     None => {
                         sh.drop_empty_mapping(seed, mid);
@@ -520,7 +620,11 @@ impl Worker {
                 (mid, true)
             }
         };
-        let state = if p == proto::TCP { TcpState::initial(Direction::Outbound, fl.tcp_flags) as u8 } else { 0 };
+        let state = if p == proto::TCP {
+            TcpState::initial(Direction::Outbound, fl.tcp_flags) as u8
+        } else {
+            0
+        };
         let Some(sid) = sh.add_session(seed, mid, fl.dst, fl.dport, state, 0, now) else {
             if fresh {
                 let m = *sh.mappings.get(mid);
@@ -534,7 +638,10 @@ impl Worker {
         s.pkts_out = 1;
         s.bytes = fl.ip_len as u64;
         let m = sh.mappings.get(mid);
-        Ok((u32::from(e.cfg.public_addrs[m.pub_idx as usize]), m.pub_port))
+        Ok((
+            u32::from(e.cfg.public_addrs[m.pub_idx as usize]),
+            m.pub_port,
+        ))
     }
 
     /// Inbound: the inside (address, port) for a packet to a public port, after filtering.
@@ -589,7 +696,11 @@ impl Worker {
         if !allowed {
             return Err(DropReason::Filtered);
         }
-        let state = if p == proto::TCP { TcpState::initial(Direction::Inbound, fl.tcp_flags) as u8 } else { 0 };
+        let state = if p == proto::TCP {
+            TcpState::initial(Direction::Inbound, fl.tcp_flags) as u8
+        } else {
+            0
+        };
         let id = match sh.find_session(seed, p, in_ip, in_port, fl.src, fl.sport) {
             Some(id) => {
                 let s = sh.sessions.get_mut(id);
@@ -624,13 +735,24 @@ impl Worker {
         }
     }
 
-    fn too_big(&self, f: &[u8], ip_len: usize, mtu: usize, from: u32, scratch: &mut [u8]) -> Verdict {
+    fn too_big(
+        &self,
+        f: &[u8],
+        ip_len: usize,
+        mtu: usize,
+        from: u32,
+        scratch: &mut [u8],
+    ) -> Verdict {
         let df = be16(f, L3 + 6) & Ipv4::FLAG_DF != 0;
-        if df && from != 0 {
-            if let Some(n) = icmp_error(scratch, f, ip_len, Icmp::DEST_UNREACHABLE, Icmp::CODE_FRAG_NEEDED, mtu as u32, from) {
-                self.stats.count_drop(DropReason::TooBig);
-                return Verdict::Reply(n);
-            }
+        let reply = (df && from != 0)
+            .then(|| {
+                let (t, c) = (Icmp::DEST_UNREACHABLE, Icmp::CODE_FRAG_NEEDED);
+                icmp_error(scratch, f, ip_len, t, c, mtu as u32, from)
+            })
+            .flatten();
+        if let Some(n) = reply {
+            self.stats.count_drop(DropReason::TooBig);
+            return Verdict::Reply(n);
         }
         Verdict::Drop(DropReason::TooBig)
     }
@@ -646,7 +768,15 @@ enum Side {
 /// and transport checksums incrementally. With `partial`, the transport checksum field holds a
 /// pseudo-header sum and only the address change is folded into it.
 #[inline]
-fn rewrite(f: &mut [u8], l4: usize, proto: Proto, side: Side, new_ip: u32, new_port: u16, partial: bool) {
+fn rewrite(
+    f: &mut [u8],
+    l4: usize,
+    proto: Proto,
+    side: Side,
+    new_ip: u32,
+    new_port: u16,
+    partial: bool,
+) {
     let ip_off = L3 + if side == Side::Src { 12 } else { 16 };
     let old_ip = be32(f, ip_off);
     put32(f, ip_off, new_ip);
@@ -654,7 +784,11 @@ fn rewrite(f: &mut [u8], l4: usize, proto: Proto, side: Side, new_ip: u32, new_p
     let word_old = u16::from_be_bytes([ttl, f[L3 + 9]]);
     let word_new = u16::from_be_bytes([ttl - 1, f[L3 + 9]]);
     f[L3 + 8] = ttl - 1;
-    let c = update16(update32(be16(f, L3 + 10), old_ip, new_ip), word_old, word_new);
+    let c = update16(
+        update32(be16(f, L3 + 10), old_ip, new_ip),
+        word_old,
+        word_new,
+    );
     put16(f, L3 + 10, c);
 
     let (port_off, csum_off) = match (proto, side) {
@@ -673,7 +807,11 @@ fn rewrite(f: &mut [u8], l4: usize, proto: Proto, side: Side, new_ip: u32, new_p
         Proto::Udp if old_c == 0 => 0,
         _ => {
             let c = update16(update32(old_c, old_ip, new_ip), old_port, new_port);
-            if proto == Proto::Udp && c == 0 { 0xffff } else { c }
+            if proto == Proto::Udp && c == 0 {
+                0xffff
+            } else {
+                c
+            }
         }
     };
     put16(f, l4 + csum_off, c);
@@ -682,7 +820,15 @@ fn rewrite(f: &mut [u8], l4: usize, proto: Proto, side: Side, new_ip: u32, new_p
 /// Writes into `out` an Ethernet frame carrying an ICMP error about the IPv4 packet in `f`, sent
 /// from `from` back to that packet's source (RFC 792; RFC 1812: quote as much as fits in 576
 /// bytes). Returns its length, or `None` if `out` is too small.
-fn icmp_error(out: &mut [u8], f: &[u8], ip_len: usize, typ: u8, code: u8, rest: u32, from: u32) -> Option<usize> {
+fn icmp_error(
+    out: &mut [u8],
+    f: &[u8],
+    ip_len: usize,
+    typ: u8,
+    code: u8,
+    rest: u32,
+    from: u32,
+) -> Option<usize> {
     let quote = ip_len.min(576 - 28).min(f.len() - L3);
     let n = L3 + 28 + quote;
     if out.len() < n {
@@ -692,7 +838,28 @@ fn icmp_error(out: &mut [u8], f: &[u8], ip_len: usize, typ: u8, code: u8, rest: 
     out[6..12].copy_from_slice(&f[0..6]);
     put16(out, 12, ethertype::IPV4);
     let ip = &mut out[L3..L3 + 20];
-    ip.copy_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto::ICMP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    ip.copy_from_slice(&[
+        0x45,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        64,
+        proto::ICMP,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]);
     put16(ip, 2, (28 + quote) as u16);
     put32(ip, 12, from);
     ip[16..20].copy_from_slice(&f[L3 + 12..L3 + 16]);

@@ -134,7 +134,11 @@ pub(crate) struct Slab<T> {
 
 impl<T> Slab<T> {
     pub fn with_capacity(cap: usize) -> Self {
-        Slab { items: Vec::with_capacity(cap), free: Vec::with_capacity(cap), cap }
+        Slab {
+            items: Vec::with_capacity(cap),
+            free: Vec::with_capacity(cap),
+            cap,
+        }
     }
 
     /// Stores `v`; `None` when full. Never reallocates.
@@ -196,8 +200,8 @@ mod tests {
             let hash = |k: u32| ((k as u64 % 13) << 32) | k as u64;
             for (ins, k) in ops {
                 if ins {
-                    if let std::collections::hash_map::Entry::Vacant(e) = model.entry(k) {
-                        if idx.insert(hash(k), k) { e.insert(()); }
+                    if !model.contains_key(&k) && idx.insert(hash(k), k) {
+                        model.insert(k, ());
                     }
                 } else if model.remove(&k).is_some() {
                     prop_assert!(idx.remove(hash(k), k));

@@ -93,7 +93,9 @@ pub struct WorkerStats {
 
 impl Default for WorkerStats {
     fn default() -> Self {
-        WorkerStats { c: std::array::from_fn(|_| AtomicU64::new(0)) }
+        WorkerStats {
+            c: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
     }
 }
 
@@ -149,12 +151,18 @@ impl Stats {
             icmp_generated: t[Counter::IcmpGenerated as usize],
             mappings_created: t[Counter::MappingsCreated as usize],
             sessions_created: t[Counter::SessionsCreated as usize],
-            drops: DropReason::ALL.iter().map(|r| (*r, t[Counter::DropBase as usize + *r as usize])).collect(),
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| (*r, t[Counter::DropBase as usize + *r as usize]))
+                .collect(),
         }
     }
 
     /// Drops counted for `r`.
     pub fn dropped(&self, r: DropReason) -> u64 {
-        self.drops.iter().find(|(x, _)| *x == r).map_or(0, |(_, n)| *n)
+        self.drops
+            .iter()
+            .find(|(x, _)| *x == r)
+            .map_or(0, |(_, n)| *n)
     }
 }

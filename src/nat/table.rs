@@ -92,7 +92,14 @@ pub(crate) fn map_hash(seed: u64, proto: u8, ip: u32, port: u16) -> u64 {
 }
 
 #[inline]
-pub(crate) fn sess_hash(seed: u64, proto: u8, in_ip: u32, in_port: u16, rem_ip: u32, rem_port: u16) -> u64 {
+pub(crate) fn sess_hash(
+    seed: u64,
+    proto: u8,
+    in_ip: u32,
+    in_port: u16,
+    rem_ip: u32,
+    rem_port: u16,
+) -> u64 {
     mix(
         seed ^ 0x51,
         ((in_ip as u64) << 32) | rem_ip as u64,
@@ -131,11 +138,23 @@ impl Shard {
     }
 
     #[inline]
-    pub fn find_session(&self, seed: u64, proto: u8, in_ip: u32, in_port: u16, rem_ip: u32, rem_port: u16) -> Option<u32> {
+    pub fn find_session(
+        &self,
+        seed: u64,
+        proto: u8,
+        in_ip: u32,
+        in_port: u16,
+        rem_ip: u32,
+        rem_port: u16,
+    ) -> Option<u32> {
         let h = sess_hash(seed, proto, in_ip, in_port, rem_ip, rem_port);
         self.sess_index.find(h, |id| {
             let s = self.sessions.get(id);
-            s.in_ip == in_ip && s.rem_ip == rem_ip && s.in_port == in_port && s.rem_port == rem_port && s.proto == proto
+            s.in_ip == in_ip
+                && s.rem_ip == rem_ip
+                && s.in_port == in_port
+                && s.rem_port == rem_port
+                && s.proto == proto
         })
     }
 
@@ -149,7 +168,17 @@ impl Shard {
     }
 
     /// Adds a session to `mapping`. `None` when the shard is full.
-    pub fn add_session(&mut self, seed: u64, mapping: u32, rem_ip: u32, rem_port: u16, state: u8, flags: u8, now: Time) -> Option<u32> {
+    #[allow(clippy::too_many_arguments)] // a session's fields, all plain values
+    pub fn add_session(
+        &mut self,
+        seed: u64,
+        mapping: u32,
+        rem_ip: u32,
+        rem_port: u16,
+        state: u8,
+        flags: u8,
+        now: Time,
+    ) -> Option<u32> {
         let m = *self.mappings.get(mapping);
         let s = Session {
             in_ip: m.in_ip,
@@ -197,7 +226,11 @@ impl Shard {
             self.peers.get_mut(id).count += 1;
             return true;
         }
-        match self.peers.alloc(Peer { mapping, rem_ip, count: 1 }) {
+        match self.peers.alloc(Peer {
+            mapping,
+            rem_ip,
+            count: 1,
+        }) {
             Some(id) => self.peer_index.insert(h, id),
             None => false,
         }
@@ -257,9 +290,27 @@ impl Shard {
     }
 
     /// Adds a mapping record (the port is already claimed). `None` when full.
-    pub fn add_mapping(&mut self, seed: u64, proto: u8, in_ip: u32, in_port: u16, pub_idx: u8, pub_port: u16) -> Option<u32> {
-        let id = self.mappings.alloc(Mapping { in_ip, in_port, pub_port, proto, pub_idx, _pad: 0, sessions: 0 })?;
-        let inserted = self.map_index.insert(map_hash(seed, proto, in_ip, in_port), id);
+    pub fn add_mapping(
+        &mut self,
+        seed: u64,
+        proto: u8,
+        in_ip: u32,
+        in_port: u16,
+        pub_idx: u8,
+        pub_port: u16,
+    ) -> Option<u32> {
+        let id = self.mappings.alloc(Mapping {
+            in_ip,
+            in_port,
+            pub_port,
+            proto,
+            pub_idx,
+            _pad: 0,
+            sessions: 0,
+        })?;
+        let inserted = self
+            .map_index
+            .insert(map_hash(seed, proto, in_ip, in_port), id);
         debug_assert!(inserted);
         Some(id)
     }
@@ -268,7 +319,8 @@ impl Shard {
     pub fn drop_empty_mapping(&mut self, seed: u64, id: u32) {
         let m = *self.mappings.get(id);
         debug_assert_eq!(m.sessions, 0);
-        self.map_index.remove(map_hash(seed, m.proto, m.in_ip, m.in_port), id);
+        self.map_index
+            .remove(map_hash(seed, m.proto, m.in_ip, m.in_port), id);
         self.mappings.get_mut(id).proto = 0;
         self.mappings.release(id);
     }
@@ -324,10 +376,14 @@ impl PortSpace {
     #[inline]
     pub fn try_claim(&self, pub_idx: u8, proto: Proto, port: u16, word: u32, now_s: u32) -> bool {
         let i = Self::slot(pub_idx, proto, port);
-        if self.owners[i].load(Ordering::Relaxed) != 0 || self.cool_until[i].load(Ordering::Relaxed) > now_s {
+        if self.owners[i].load(Ordering::Relaxed) != 0
+            || self.cool_until[i].load(Ordering::Relaxed) > now_s
+        {
             return false;
         }
-        self.owners[i].compare_exchange(0, word, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        self.owners[i]
+            .compare_exchange(0, word, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// Frees a port; it rests until `rest_until_s`.
@@ -362,7 +418,12 @@ impl Table {
         let shards = (0..n)
             .map(|i| Mutex::new(Shard::new(cap, with_peers, mix(cfg.seed, i as u64, 0x7a6e))))
             .collect();
-        Table { shards, shard_mask: n - 1, ports: PortSpace::new(cfg.public_addrs.len()), seed: cfg.seed }
+        Table {
+            shards,
+            shard_mask: n - 1,
+            ports: PortSpace::new(cfg.public_addrs.len()),
+            seed: cfg.seed,
+        }
     }
 
     #[inline]
@@ -371,6 +432,11 @@ impl Table {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.ports.heap_bytes() + self.shards.iter().map(|s| s.lock().heap_bytes()).sum::<usize>()
+        self.ports.heap_bytes()
+            + self
+                .shards
+                .iter()
+                .map(|s| s.lock().heap_bytes())
+                .sum::<usize>()
     }
 }

@@ -119,14 +119,21 @@ mod tests {
     const RST: u8 = Tcp::RST;
 
     fn run(start: (Direction, u8), steps: &[(Direction, u8)]) -> TcpState {
-        steps.iter().fold(TcpState::initial(start.0, start.1), |s, (d, f)| s.next(*d, *f))
+        steps
+            .iter()
+            .fold(TcpState::initial(start.0, start.1), |s, (d, f)| {
+                s.next(*d, *f)
+            })
     }
 
     #[test]
     fn rfc5382_req2_three_way_handshake() {
         assert_eq!(run((Outbound, SYN), &[]), SynOut);
         assert_eq!(run((Outbound, SYN), &[(Inbound, SYN | ACK)]), Established);
-        assert_eq!(run((Outbound, SYN), &[(Inbound, SYN | ACK), (Outbound, ACK)]), Established);
+        assert_eq!(
+            run((Outbound, SYN), &[(Inbound, SYN | ACK), (Outbound, ACK)]),
+            Established
+        );
     }
 
     #[test]

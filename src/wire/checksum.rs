@@ -105,7 +105,7 @@ mod tests {
         data[10..12].copy_from_slice(&c.to_be_bytes());
         // change a 32-bit field and a 16-bit field
         let old32 = u32::from_be_bytes(data[12..16].try_into().unwrap());
-        let new32 = 0xcb00_7101;
+        let new32: u32 = 0xcb00_7101;
         data[12..16].copy_from_slice(&new32.to_be_bytes());
         let c = update32(c, old32, new32);
         let old16 = u16::from_be_bytes([data[20], data[21]]);

@@ -548,11 +548,18 @@ mod tests {
     #[test]
     fn views_never_panic_on_arbitrary_bytes() {
         // Every prefix of a noisy buffer: construction either fails or all accessors work.
-        let noise: Vec<u8> = (0..80u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..80u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         for n in 0..noise.len() {
             let b = &noise[..n];
             if let Ok(p) = Ipv4::new_checked(b) {
-                let _ = (p.payload(), p.header(), p.verify_checksum(), p.frag_offset());
+                let _ = (
+                    p.payload(),
+                    p.header(),
+                    p.verify_checksum(),
+                    p.frag_offset(),
+                );
             }
             if let Ok(t) = Tcp::new_checked(b) {
                 let _ = (t.flags(), t.header_len(), t.checksum());

@@ -1,0 +1,80 @@
+//! The per-packet path never allocates: a counting global allocator watches it.
+
+mod frames;
+
+use frames::*;
+use rnat::nat::Direction::{Inbound, Outbound};
+use rnat::nat::{Config, Engine, FrameMeta, Prefix, Time, Verdict};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+#[test]
+fn per_packet_path_does_not_allocate() {
+    let e = Engine::new(Config {
+        public_addrs: vec![Ipv4Addr::from(PUB)],
+        inside_prefixes: vec!["192.168.0.0/16".parse::<Prefix>().unwrap()],
+        inside_addr: Some(Ipv4Addr::from(GW_IN)),
+        max_sessions: 50_000,
+        ..Config::default()
+    })
+    .unwrap();
+    let w = e.worker();
+    let mut scratch = vec![0u8; 2048];
+    // Frames built up front: building allocates, translating must not.
+    let mut frames: Vec<(rnat::nat::Direction, Vec<u8>)> = Vec::new();
+    for i in 0..5000u16 {
+        let h = [192, 168, (i >> 8) as u8, i as u8];
+        frames.push((Outbound, udp(h, 1000 + i, SRV, 53, b"q")));
+        frames.push((Outbound, tcp(h, 2000 + i, SRV, 80, SYN, b"")));
+        frames.push((Outbound, udp(h, 1000 + i, SRV, 53, b"again")));
+        frames.push((Inbound, udp(SRV, 53, PUB, 1000 + i, b"stray-or-reply")));
+        frames.push((Outbound, echo_request(h, SRV, i, 1)));
+    }
+    let mut ttl1 = udp(H1, 5, SRV, 5, b"ttl");
+    ttl1[22] = 1;
+    frames.push((Outbound, ttl1));
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let mut forwarded = 0;
+    for (dir, f) in frames.iter_mut() {
+        if w.process(
+            *dir,
+            f,
+            FrameMeta::default(),
+            Time::from_secs(1),
+            &mut scratch,
+        ) == Verdict::Forward
+        {
+            forwarded += 1;
+        }
+    }
+    let expired = e.expire(Time::from_secs(100_000));
+    let after = ALLOCS.load(Ordering::Relaxed);
+    assert!(forwarded > 20_000, "{forwarded}");
+    assert!(expired > 10_000);
+    assert_eq!(after - before, 0, "allocations on the packet path");
+}
