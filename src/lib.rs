@@ -3,6 +3,7 @@
 //! - [`wire`]: zero-copy packet views and checksum arithmetic.
 //! - [`nat`]: the sans-I/O translation engine.
 
+pub mod control;
 pub mod datapath;
 pub mod nat;
 pub mod wire;
