@@ -53,3 +53,155 @@ pub trait Port: Send {
     /// Short name of the backend, for logs.
     fn backend(&self) -> &'static str;
 }
+
+pub mod afpacket;
+pub mod memory;
+pub mod pnet;
+
+pub use afpacket::{AfPacket, AfPacketOptions, Fanout, FanoutMode};
+pub use memory::{MemoryHandle, MemoryPort, memory_port};
+pub use pnet::{PnetOptions, PnetPort};
+
+/// Which backend [`open`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// TPACKET_V3 ring + vnet headers + sendmmsg (the default).
+    #[default]
+    AfPacket,
+    /// The `pnet_datalink` channel: one syscall per frame, offloads redone in software.
+    Pnet,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "af_packet" | "afpacket" | "af-packet" => Ok(Backend::AfPacket),
+            "pnet" => Ok(Backend::Pnet),
+            _ => Err(format!("unknown datapath backend {s:?} (af_packet, pnet)")),
+        }
+    }
+}
+
+/// Opens `ifname` with `backend` and its default options.
+pub fn open(backend: Backend, ifname: &str) -> io::Result<Box<dyn Port>> {
+    Ok(match backend {
+        Backend::AfPacket => Box::new(AfPacket::open(ifname, &AfPacketOptions::default())?),
+        Backend::Pnet => Box::new(PnetPort::open(ifname, &PnetOptions::default())?),
+    })
+}
+
+/// Runs `f` on a thread that entered the network namespace `netns` (a name under `/run/netns`, or
+/// a path such as `/proc/PID/ns/net`), and returns its result. Sockets opened by `f` stay in that
+/// namespace wherever they are used afterwards, so a port opened this way can be moved to any
+/// thread.
+pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    let path = if netns.contains('/') {
+        netns.to_string()
+    } else {
+        format!("/run/netns/{netns}")
+    };
+    let file = std::fs::File::open(&path)?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: `file` is an open namespace file; setns only changes this (new) thread.
+            cvt(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) })?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+    })
+}
+
+/// Converts a `-1` return into the thread's `errno`.
+pub(crate) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn ifreq_for(ifname: &str) -> io::Result<libc::ifreq> {
+    let b = ifname.as_bytes();
+    if b.is_empty() || b.len() >= libc::IFNAMSIZ || b.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(b) {
+        *d = *s as libc::c_char;
+    }
+    Ok(ifr)
+}
+
+fn if_ioctl(ifname: &str, req: libc::Ioctl) -> io::Result<libc::ifreq> {
+    let mut ifr = ifreq_for(ifname)?;
+    // SAFETY: plain socket(2) call, checked.
+    let s = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `s` is a fresh descriptor owned here only.
+    let s = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(s) };
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCGIFINDEX / SIOCGIFMTU read and write one `ifreq`, which `ifr` is.
+    cvt(unsafe { libc::ioctl(s.as_raw_fd(), req, &mut ifr as *mut libc::ifreq) })?;
+    Ok(ifr)
+}
+
+/// Index of `ifname` in the calling thread's network namespace.
+pub fn if_index(ifname: &str) -> io::Result<u32> {
+    let ifr = if_ioctl(ifname, libc::SIOCGIFINDEX)?;
+    // SAFETY: SIOCGIFINDEX filled the `ifru_ifindex` member of the union.
+    Ok(unsafe { ifr.ifr_ifru.ifru_ifindex } as u32)
+}
+
+/// MTU of `ifname` in the calling thread's network namespace (read with an ioctl, since `/sys`
+/// shows the namespace it was mounted in, not the thread's).
+pub fn if_mtu(ifname: &str) -> io::Result<usize> {
+    let ifr = if_ioctl(ifname, libc::SIOCGIFMTU)?;
+    // SAFETY: SIOCGIFMTU filled the `ifru_mtu` member of the union.
+    Ok(unsafe { ifr.ifr_ifru.ifru_mtu }.max(68) as usize)
+}
+
+/// Transmission without offload metadata support: completes a partial checksum and segments a
+/// TCP frame larger than `mtu` (or marked GSO) in software, passing each resulting frame to `emit`.
+/// `scratch` is reused between calls.
+pub(crate) fn soft_tx(
+    frame: &[u8],
+    info: &FrameInfo,
+    mtu: usize,
+    scratch: &mut Vec<u8>,
+    emit: &mut dyn FnMut(&[u8]),
+) {
+    use crate::wire::offload;
+    if let Ok(l) = offload::l4_info(frame) {
+        let ip_len = l.end - l.l3;
+        if l.protocol == crate::wire::proto::TCP && (ip_len > mtu || info.gso_type != 0) {
+            let doff = usize::from(frame[l.l4 + 12] >> 4) * 4;
+            let max = mtu.saturating_sub((l.l4 - l.l3) + doff).max(1);
+            let mss = if info.gso_size != 0 {
+                usize::from(info.gso_size).min(max)
+            } else {
+                max
+            };
+            if offload::segment_tcp(frame, mss, scratch, |s| emit(s)).is_ok() {
+                return;
+            }
+        }
+    }
+    if info.csum_partial {
+        scratch.clear();
+        scratch.extend_from_slice(frame);
+        let _ = offload::complete_partial_checksum(
+            scratch,
+            usize::from(info.csum_start),
+            usize::from(info.csum_offset),
+        );
+        emit(scratch);
+    } else {
+        emit(frame);
+    }
+}
