@@ -40,7 +40,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -55,7 +57,10 @@ impl Drop for TempDir {
 
 /// Runs a program, panicking with its output on failure; returns stdout.
 pub fn run(prog: &str, args: &[&str]) -> String {
-    let out = Command::new(prog).args(args).output().unwrap_or_else(|e| panic!("{prog}: {e}"));
+    let out = Command::new(prog)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{prog}: {e}"));
     assert!(
         out.status.success(),
         "{prog} {args:?} failed: {}{}",
@@ -120,6 +125,9 @@ pub fn in_netns(test: &str, setup: &str, peer: bool, body: impl FnOnce()) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("--- {test} in {} ---\n{stdout}{stderr}", ns.name);
     assert!(out.status.success(), "{test} failed inside the namespace");
-    assert!(stdout.contains("1 passed"), "{test} did not run inside the namespace");
+    assert!(
+        stdout.contains("1 passed"),
+        "{test} did not run inside the namespace"
+    );
     drop(dir);
 }
