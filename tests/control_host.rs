@@ -261,3 +261,54 @@ fn rules_drop_translated_traffic_only() {
         },
     );
 }
+
+fn offload(ifname: &str, long: &str) -> String {
+    let k = run("ethtool", &["-k", ifname]);
+    let line = k
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{long}:")))
+        .unwrap()
+        .to_string();
+    line.split(':')
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn offloads_opt_in_and_restored() {
+    in_netns("offloads_opt_in_and_restored", GW, false, || {
+        run("ethtool", &["-K", "v0", "gro", "on"]);
+        let before: Vec<String> = ["v0", "v1"]
+            .iter()
+            .flat_map(|i| {
+                rnat::control::host::OFFLOADS
+                    .iter()
+                    .map(move |(_, l)| offload(i, l))
+            })
+            .collect();
+        // Default: offloads untouched.
+        let mut g = setup(&[PortRange::new(20000, 29999)]).apply().unwrap();
+        assert!(g.state().offloads.is_empty());
+        g.undo().unwrap();
+        let mut s = setup(&[PortRange::new(20000, 29999)]);
+        s.offloads_off = true;
+        let mut g = s.apply().unwrap();
+        assert!(!g.state().offloads.is_empty());
+        assert_eq!(offload("v0", "generic-receive-offload"), "off");
+        assert_eq!(offload("v0", "tcp-segmentation-offload"), "off");
+        g.undo().unwrap();
+        let after: Vec<String> = ["v0", "v1"]
+            .iter()
+            .flat_map(|i| {
+                rnat::control::host::OFFLOADS
+                    .iter()
+                    .map(move |(_, l)| offload(i, l))
+            })
+            .collect();
+        assert_eq!(before, after);
+    });
+}

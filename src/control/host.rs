@@ -739,9 +739,14 @@ fn ethtool_set(ifname: &str, feature: &str, on: bool) -> Result<(), HostError> {
         .args(["-K", ifname, feature, if on { "on" } else { "off" }])
         .output()
         .map_err(io_err("cannot run", "ethtool"))?;
-    // ethtool exits non-zero when a feature in a group could not change ("Could not change any
-    // device features"); only a hard failure is an error.
-    if !out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("Actual changes") {
+    // ethtool exits non-zero when nothing changed ("Could not change any device features"), e.g.
+    // a dependent feature already followed another one: only an error if the state is still wrong.
+    let reached = || {
+        offload_states(ifname)
+            .map(|v| v.iter().any(|(f, now)| f == feature && *now == on))
+            .unwrap_or(false)
+    };
+    if !out.status.success() && !reached() {
         return Err(HostError::Ethtool(
             format!("{ifname} {feature}"),
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
@@ -759,7 +764,8 @@ pub fn undo_state(st: &HostState) -> Result<(), HostError> {
             first.get_or_insert(e);
         }
     };
-    for (ifname, feature, on) in st.offloads.iter().rev() {
+    // Forward order: tx/sg must be back on before tso/gso can be.
+    for (ifname, feature, on) in &st.offloads {
         if Path::new("/sys/class/net").join(ifname).exists() {
             note(ethtool_set(ifname, feature, *on));
         }
