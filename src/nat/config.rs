@@ -197,7 +197,7 @@ pub enum ConfigError {
     NoPorts,
     #[error("port ranges overlap or are not sorted: {0:?}")]
     OverlappingRanges(Vec<PortRange>),
-    #[error("max_sessions must be between 1 and 16777215 per shard")]
+    #[error("max_sessions must be between 1 and 134217728")]
     BadCapacity,
     #[error("timeout {0} is below the RFC minimum ({1} s)")]
     TimeoutTooShort(&'static str, u64),
@@ -220,7 +220,7 @@ impl Config {
                 return Err(ConfigError::OverlappingRanges(self.port_ranges.clone()));
             }
         }
-        if self.max_sessions == 0 || self.max_sessions > (1 << 24) * 8 {
+        if self.max_sessions == 0 || self.max_sessions > 1 << 27 {
             return Err(ConfigError::BadCapacity);
         }
         Ok(())

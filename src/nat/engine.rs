@@ -653,10 +653,7 @@ impl Worker {
         let p = fl.proto.ip_number();
         let pub_idx = e.public_index(fl.dst).ok_or(DropReason::NoMapping)?;
         let word = t.ports.owner(pub_idx, fl.proto, fl.dport);
-        if word == 0 {
-            return Err(DropReason::NoMapping);
-        }
-        let (si, mid) = owner_parts(word);
+        let (si, mid) = owner_parts(word).ok_or(DropReason::NoMapping)?;
         let mut guard = t.shards[si & t.shard_mask].lock();
         let sh: &mut Shard = &mut guard;
         // Re-check under the lock: the port may have been freed and reused meanwhile.

@@ -16,23 +16,25 @@ struct Slot {
 
 pub(crate) struct Index {
     slots: Box<[Slot]>,
-    mask: usize,
     len: usize,
     cap: usize,
 }
 
+/// The low half of the hash: the table shards by its top bits, so those are constant within an
+/// index and must not choose the home slot.
 #[inline]
 fn tag_of(hash: u64) -> u32 {
-    (hash >> 32) as u32
+    hash as u32
 }
 
 impl Index {
     /// An index that holds up to `cap` entries.
     pub fn with_capacity(cap: usize) -> Self {
-        let buckets = (cap.max(1) * 4).div_ceil(3).next_power_of_two().max(8);
+        // Any bucket count works (homes come from a multiply-shift, not a mask), so the table is
+        // sized exactly for a load factor of 3/4 at capacity.
+        let buckets = (cap.max(1) * 4).div_ceil(3).max(8);
         Index {
             slots: vec![Slot { tag: 0, id: EMPTY }; buckets].into_boxed_slice(),
-            mask: buckets - 1,
             len: 0,
             cap,
         }
@@ -40,7 +42,22 @@ impl Index {
 
     #[inline]
     fn home(&self, tag: u32) -> usize {
-        tag as usize & self.mask
+        ((tag as u64 * self.slots.len() as u64) >> 32) as usize
+    }
+
+    #[inline]
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() { 0 } else { i + 1 }
+    }
+
+    /// Probe distance from `from` forward to `to`, wrapping.
+    #[inline]
+    fn dist(&self, from: usize, to: usize) -> usize {
+        if to >= from {
+            to - from
+        } else {
+            to + self.slots.len() - from
+        }
     }
 
     /// The id whose hash is `hash` and for which `is_key` says yes.
@@ -56,7 +73,7 @@ impl Index {
             if s.tag == tag && is_key(s.id) {
                 return Some(s.id);
             }
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
     }
 
@@ -70,7 +87,7 @@ impl Index {
         let tag = tag_of(hash);
         let mut i = self.home(tag);
         while self.slots[i].id != EMPTY {
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
         self.slots[i] = Slot { tag, id };
         self.len += 1;
@@ -89,11 +106,11 @@ impl Index {
             if s.id == id {
                 break;
             }
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
         // Backward-shift: pull later entries of the probe run into the hole when their home allows.
         let mut hole = i;
-        let mut j = (i + 1) & self.mask;
+        let mut j = self.next(i);
         loop {
             let s = self.slots[j];
             if s.id == EMPTY {
@@ -101,13 +118,11 @@ impl Index {
             }
             let home = self.home(s.tag);
             // Entry at j may move to the hole if its home is not cyclically in (hole, j].
-            let dist_j = j.wrapping_sub(home) & self.mask;
-            let dist_hole = hole.wrapping_sub(home) & self.mask;
-            if dist_hole < dist_j {
+            if self.dist(home, hole) < self.dist(home, j) {
                 self.slots[hole] = s;
                 hole = j;
             }
-            j = (j + 1) & self.mask;
+            j = self.next(j);
         }
         self.slots[hole] = Slot { tag: 0, id: EMPTY };
         self.len -= 1;
@@ -125,18 +140,30 @@ impl Index {
     }
 }
 
-/// A fixed-capacity slab of records addressed by `u32` ids, with a free list.
+/// A record that can sit on a slab's free list: while dead, one of its fields holds the next
+/// free id, so the free list costs no memory of its own.
+pub(crate) trait Recycle {
+    fn next_free(&self) -> u32;
+    /// Marks the record dead and links it to `next`.
+    fn kill(&mut self, next: u32);
+}
+
+const NONE: u32 = u32::MAX;
+
+/// A fixed-capacity slab of records addressed by `u32` ids, with an intrusive free list.
 pub(crate) struct Slab<T> {
     items: Vec<T>,
-    free: Vec<u32>,
+    free_head: u32,
+    free_len: usize,
     cap: usize,
 }
 
-impl<T> Slab<T> {
+impl<T: Recycle> Slab<T> {
     pub fn with_capacity(cap: usize) -> Self {
         Slab {
             items: Vec::with_capacity(cap),
-            free: Vec::with_capacity(cap),
+            free_head: NONE,
+            free_len: 0,
             cap,
         }
     }
@@ -144,7 +171,10 @@ impl<T> Slab<T> {
     /// Stores `v`; `None` when full. Never reallocates.
     #[inline]
     pub fn alloc(&mut self, v: T) -> Option<u32> {
-        if let Some(id) = self.free.pop() {
+        if self.free_head != NONE {
+            let id = self.free_head;
+            self.free_head = self.items[id as usize].next_free();
+            self.free_len -= 1;
             self.items[id as usize] = v;
             Some(id)
         } else if self.items.len() < self.cap {
@@ -155,10 +185,13 @@ impl<T> Slab<T> {
         }
     }
 
-    /// Returns `id` to the free list; the caller marks the record dead.
+    /// Kills the record `id` and puts it on the free list.
     #[inline]
     pub fn release(&mut self, id: u32) {
-        self.free.push(id);
+        let head = self.free_head;
+        self.items[id as usize].kill(head);
+        self.free_head = id;
+        self.free_len += 1;
     }
 
     #[inline]
@@ -177,11 +210,11 @@ impl<T> Slab<T> {
     }
 
     pub fn live(&self) -> usize {
-        self.items.len() - self.free.len()
+        self.items.len() - self.free_len
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.items.capacity() * std::mem::size_of::<T>() + self.free.capacity() * 4
+        self.items.capacity() * std::mem::size_of::<T>()
     }
 }
 
@@ -197,7 +230,7 @@ mod tests {
         fn index_matches_model(ops in proptest::collection::vec((any::<bool>(), 0u32..64), 1..400)) {
             let mut idx = Index::with_capacity(48);
             let mut model = std::collections::HashMap::new();
-            let hash = |k: u32| ((k as u64 % 13) << 32) | k as u64;
+            let hash = |k: u32| ((k as u64 % 13) << 28) | ((k as u64) << 32);
             for (ins, k) in ops {
                 if ins {
                     if !model.contains_key(&k) && idx.insert(hash(k), k) {
@@ -217,22 +250,38 @@ mod tests {
     #[test]
     fn insert_refuses_past_capacity() {
         let mut idx = Index::with_capacity(3);
-        assert!(idx.insert(1 << 32, 1));
-        assert!(idx.insert(2 << 32, 2));
-        assert!(idx.insert(3 << 32, 3));
-        assert!(!idx.insert(4 << 32, 4));
-        assert!(idx.remove(2 << 32, 2));
-        assert!(idx.insert(4 << 32, 4));
+        assert!(idx.insert(1 << 28, 1));
+        assert!(idx.insert(2 << 28, 2));
+        assert!(idx.insert(3 << 28, 3));
+        assert!(!idx.insert(4 << 28, 4));
+        assert!(idx.remove(2 << 28, 2));
+        assert!(idx.insert(4 << 28, 4));
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct Rec(u32, bool);
+    impl Recycle for Rec {
+        fn next_free(&self) -> u32 {
+            self.0
+        }
+        fn kill(&mut self, next: u32) {
+            *self = Rec(next, false);
+        }
     }
 
     #[test]
     fn slab_reuses_and_caps() {
-        let mut s = Slab::with_capacity(2);
-        let a = s.alloc(10).unwrap();
-        let _b = s.alloc(11).unwrap();
-        assert!(s.alloc(12).is_none());
+        let mut s = Slab::with_capacity(3);
+        let a = s.alloc(Rec(10, true)).unwrap();
+        let b = s.alloc(Rec(11, true)).unwrap();
+        let _c = s.alloc(Rec(12, true)).unwrap();
+        assert!(s.alloc(Rec(13, true)).is_none());
         s.release(a);
-        assert_eq!(s.alloc(13), Some(a));
-        assert_eq!(*s.get(a), 13);
+        s.release(b);
+        assert_eq!(s.live(), 1);
+        assert_eq!(s.alloc(Rec(14, true)), Some(b));
+        assert_eq!(s.alloc(Rec(15, true)), Some(a));
+        assert_eq!(*s.get(a), Rec(15, true));
+        assert!(s.alloc(Rec(16, true)).is_none());
     }
 }

@@ -13,7 +13,7 @@
 //!   per-packet path allocates.
 
 use super::config::Config;
-use super::index::{Index, Slab};
+use super::index::{Index, Recycle, Slab};
 use super::{Proto, Time};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -41,6 +41,36 @@ pub(crate) struct Mapping {
     _pad: u16,
     /// Live sessions using this mapping; the mapping ends with its last session.
     pub sessions: u32,
+}
+
+impl Recycle for Mapping {
+    fn next_free(&self) -> u32 {
+        self.sessions
+    }
+    fn kill(&mut self, next: u32) {
+        self.proto = 0;
+        self.sessions = next;
+    }
+}
+
+impl Recycle for Session {
+    fn next_free(&self) -> u32 {
+        self.mapping
+    }
+    fn kill(&mut self, next: u32) {
+        self.proto = 0;
+        self.mapping = next;
+    }
+}
+
+impl Recycle for Peer {
+    fn next_free(&self) -> u32 {
+        self.mapping
+    }
+    fn kill(&mut self, next: u32) {
+        self.count = 0;
+        self.mapping = next;
+    }
 }
 
 /// Session flags.
@@ -271,7 +301,6 @@ impl Shard {
         }
         let h = sess_hash(seed, s.proto, s.in_ip, s.in_port, s.rem_ip, s.rem_port);
         self.sess_index.remove(h, id);
-        self.sessions.get_mut(id).proto = 0;
         self.sessions.release(id);
         if self.peers_enabled() {
             self.peer_unref(seed, s.mapping, s.rem_ip);
@@ -282,7 +311,6 @@ impl Shard {
             let m = *m;
             let h = map_hash(seed, m.proto, m.in_ip, m.in_port);
             self.map_index.remove(h, s.mapping);
-            self.mappings.get_mut(s.mapping).proto = 0;
             self.mappings.release(s.mapping);
             return Some(m);
         }
@@ -335,30 +363,32 @@ impl Shard {
     }
 }
 
-/// Public port ownership, one atomic word per (public address, protocol, port).
+/// Public port ownership, one atomic word per (public address, protocol, port):
+/// - `0`: free;
+/// - `COOLING | second`: free, but resting until that second (RFC 6888 REQ-8);
+/// - otherwise `(mapping_id + 1) << 8 | shard`: owned by that mapping.
 pub(crate) struct PortSpace {
-    /// 0 = free; else `(mapping_id + 1) << 8 | shard`.
-    owners: Box<[AtomicU32]>,
-    /// Whole second (of `Time`) from which a freed port may be claimed again.
-    cool_until: Box<[AtomicU32]>,
+    words: Box<[AtomicU32]>,
 }
+
+const COOLING: u32 = 1 << 31;
 
 #[inline]
 pub(crate) fn owner_word(shard: usize, mapping: u32) -> u32 {
+    debug_assert!(mapping < (1 << 23) - 1);
     ((mapping + 1) << 8) | shard as u32
 }
 
 #[inline]
-pub(crate) fn owner_parts(w: u32) -> (usize, u32) {
-    ((w & 0xff) as usize, (w >> 8) - 1)
+pub(crate) fn owner_parts(w: u32) -> Option<(usize, u32)> {
+    (w != 0 && w & COOLING == 0).then(|| ((w & 0xff) as usize, (w >> 8) - 1))
 }
 
 impl PortSpace {
     fn new(n_public: usize) -> Self {
         let n = n_public * 3 * 65536;
         PortSpace {
-            owners: (0..n).map(|_| AtomicU32::new(0)).collect(),
-            cool_until: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            words: (0..n).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 
@@ -369,33 +399,33 @@ impl PortSpace {
 
     #[inline]
     pub fn owner(&self, pub_idx: u8, proto: Proto, port: u16) -> u32 {
-        self.owners[Self::slot(pub_idx, proto, port)].load(Ordering::Acquire)
+        self.words[Self::slot(pub_idx, proto, port)].load(Ordering::Acquire)
     }
 
     /// Claims a free, rested port for `word`.
     #[inline]
     pub fn try_claim(&self, pub_idx: u8, proto: Proto, port: u16, word: u32, now_s: u32) -> bool {
-        let i = Self::slot(pub_idx, proto, port);
-        if self.owners[i].load(Ordering::Relaxed) != 0
-            || self.cool_until[i].load(Ordering::Relaxed) > now_s
-        {
-            return false;
-        }
-        self.owners[i]
-            .compare_exchange(0, word, Ordering::AcqRel, Ordering::Relaxed)
+        let w = &self.words[Self::slot(pub_idx, proto, port)];
+        let cur = w.load(Ordering::Relaxed);
+        let free = cur == 0 || (cur & COOLING != 0 && cur & !COOLING <= now_s);
+        free && w
+            .compare_exchange(cur, word, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     }
 
-    /// Frees a port; it rests until `rest_until_s`.
+    /// Frees a port; it rests until `rest_until_s` (0: free at once).
     #[inline]
     pub fn release(&self, pub_idx: u8, proto: Proto, port: u16, rest_until_s: u32) {
-        let i = Self::slot(pub_idx, proto, port);
-        self.cool_until[i].store(rest_until_s, Ordering::Relaxed);
-        self.owners[i].store(0, Ordering::Release);
+        let v = if rest_until_s == 0 {
+            0
+        } else {
+            COOLING | rest_until_s.min(!COOLING)
+        };
+        self.words[Self::slot(pub_idx, proto, port)].store(v, Ordering::Release);
     }
 
     pub fn heap_bytes(&self) -> usize {
-        (self.owners.len() + self.cool_until.len()) * 4
+        self.words.len() * 4
     }
 }
 
@@ -412,7 +442,7 @@ impl Table {
         let n = cfg.shards.clamp(1, 256).next_power_of_two();
         let per = cfg.max_sessions.div_ceil(n);
         // Hash imbalance across shards: give each shard some slack over its even share.
-        let cap = (per + per / 16 + 16).min((1 << 24) - 2);
+        let cap = (per + per / 8 + 64).min((1 << 23) - 2);
         let with_peers = [cfg.filtering_tcp, cfg.filtering_udp, cfg.filtering_icmp]
             .contains(&super::config::Filtering::AddressDependent);
         let shards = (0..n)
