@@ -7,7 +7,8 @@
 //!   is made per frame. Frames are variable-sized inside a block, so a 64 KB GSO super-frame takes
 //!   64 KB and a 60 byte ACK takes ~140 bytes (a V2 ring would need 64 KB slots for every frame).
 //!   Cost: a block is handed over when it is full or when its retire timer (`block_timeout_ms`,
-//!   1 ms by default) fires, so at low rates a frame waits up to that long.
+//!   1 ms by default) fires, so at low rates a frame waits up to that long (measured on 6.18:
+//!   a lone frame is delivered after 0.6-1.0 ms, median 0.98 ms; under load blocks fill first).
 //! - **`PACKET_VNET_HDR`.** Every received frame is preceded in the ring by a `virtio_net_hdr`
 //!   describing its offload state: `NEEDS_CSUM` (partial checksum, with `csum_start` /
 //!   `csum_offset`) and GSO type / size. With default offloads on veth or virtio-net, TCP arrives
@@ -27,8 +28,13 @@
 //! bit marks partial checksums instead, and transmission completes checksums and segments TCP
 //! super-frames in software, like the pnet backend.
 //!
-//! Verified on Linux 6.18 (veth, default offloads): V3 ring + vnet header delivers the header right
-//! before the MAC header of every frame, with `csum_start` counted from the MAC header.
+//! Verified on Linux 6.18 (veth, default offloads, `tests/datapath_afpacket.rs`): the V3 ring with
+//! `PACKET_VNET_HDR` places the 10-byte header right before the MAC header of every frame
+//! (`tp_mac` points past it), with `csum_start` counted from the MAC header; bulk TCP from a veth
+//! peer arrives as super-frames (NEEDS_CSUM, GSO TCPv4, gso_size 1448); frames sent with a vnet
+//! header are segmented / checksummed by the kernel (in software when the veth has `tx off tso
+//! off`, passed through as GSO otherwise); `PACKET_IGNORE_OUTGOING` hides the namespace's own
+//! transmissions. The AUXDATA-style fallback (`vnet_hdr: false`) is kept and tested too.
 
 use super::{FrameInfo, Port, cvt, if_index, if_mtu, soft_tx};
 use std::io;
