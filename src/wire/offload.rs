@@ -45,8 +45,8 @@ pub struct L4Info {
     pub csum_offset: usize,
 }
 
-/// Parses an IPv4 TCP/UDP frame (not a fragment other than the first... any fragment is refused,
-/// since a fragment's checksum cannot be checked alone).
+/// Parses an IPv4 TCP/UDP frame. Fragments are refused (a fragment's transport checksum cannot be
+/// checked or completed alone).
 pub fn l4_info(frame: &[u8]) -> Result<L4Info, Error> {
     let l3 = ipv4_offset(frame).ok_or(Error::Malformed)?;
     let ip = frame.get(l3..).ok_or(Error::Truncated)?;
