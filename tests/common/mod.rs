@@ -385,6 +385,16 @@ pub struct Lab {
 impl Lab {
     /// Build a fresh lab (`tools/lab up`). Panics if it cannot be built.
     pub fn new() -> Lab {
+        // Once per test process: remove labs left behind by test processes that were killed.
+        static GC: std::sync::Once = std::sync::Once::new();
+        GC.call_once(|| {
+            let _ = Command::new("timeout")
+                .args(["-k", "5", "120"])
+                .arg(lab_script())
+                .arg("gc")
+                .stdin(Stdio::null())
+                .output();
+        });
         let n = LAB_COUNTER.fetch_add(1, Ordering::SeqCst);
         let prefix = format!("rnt{}x{}-", std::process::id(), n);
         let dir = std::env::temp_dir().join(format!("{prefix}lab"));
@@ -530,10 +540,23 @@ impl Lab {
     /// Start rnat in `gw`: `rnat --inside eth1 --outside eth0 <extra>`; waits (10 s, or
     /// `$RNAT_READY_TIMEOUT_S`) for `rnat: ready` on its stderr. Panics with its stderr if it
     /// exits or stays silent.
+    ///
+    /// rnat keeps lock and state files under `/run/rnat`, named after the interfaces; every lab
+    /// uses eth0/eth1, so parallel tests would collide there. `ip netns exec` already gives the
+    /// process a private mount namespace: a tmpfs is mounted over `/run/rnat` in it first (the
+    /// mount does not propagate to the host). `RNAT_LAB_SHARED_RUN=1` turns that off.
     pub fn start_rnat(&self, extra: &[&str]) -> Rnat {
         let bin = rnat_bin();
         let bin = bin.to_str().expect("utf-8 path");
-        let mut argv = vec![bin, "--inside", "eth1", "--outside", "eth0"];
+        let mut argv: Vec<&str> = vec![];
+        if std::env::var_os("RNAT_LAB_SHARED_RUN").is_none_or(|v| v != "1") {
+            argv.extend_from_slice(&[
+                "sh",
+                "-c",
+                "mkdir -p /run/rnat && mount -t tmpfs -o size=4m,mode=0755 rnat-lab /run/rnat && exec \"$0\" \"$@\"",
+            ]);
+        }
+        argv.extend_from_slice(&[bin, "--inside", "eth1", "--outside", "eth0"]);
         argv.extend_from_slice(extra);
         self.start_gateway(&argv)
     }
