@@ -5,5 +5,6 @@
 
 pub mod control;
 pub mod datapath;
+pub mod gateway;
 pub mod nat;
 pub mod wire;

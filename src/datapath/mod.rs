@@ -205,3 +205,31 @@ pub(crate) fn soft_tx(
         emit(frame);
     }
 }
+
+/// Waits until one of `fds` is readable or `timeout` passes (negative descriptors are ignored, as
+/// poll(2) does). Interrupted waits return early without error.
+pub fn wait_readable(fds: &[RawFd], timeout: Duration) -> io::Result<()> {
+    let mut p: [libc::pollfd; 4] = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 4];
+    for (slot, fd) in p.iter_mut().zip(fds) {
+        *slot = libc::pollfd {
+            fd: *fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+    }
+    let n = fds.len().min(p.len());
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `p` is a valid array of `n` pollfd structures that outlives the call.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), n as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
+}

@@ -33,6 +33,7 @@ pub struct FrameMeta {
     /// keeps it a correct partial sum, and whoever transmits completes it.
     pub csum_partial: bool,
     /// A GSO super-frame that the kernel will segment on transmit: exempt from the MTU check.
+    /// (A packet over the MTU with DF clear is translated and forwarded: the datapath fragments it.)
     pub gso: bool,
 }
 
@@ -498,7 +499,7 @@ impl Worker {
             );
         }
         let mtu = e.cfg.outside_mtu as usize;
-        if mtu != 0 && fl.ip_len > mtu && !meta.gso {
+        if mtu != 0 && fl.ip_len > mtu && !meta.gso && dont_frag(f) {
             return self.too_big(
                 f,
                 fl.ip_len,
@@ -538,7 +539,7 @@ impl Worker {
             Err(r) => return Verdict::Drop(r),
         };
         let mtu = self.engine.cfg.inside_mtu as usize;
-        if mtu != 0 && fl.ip_len > mtu && !meta.gso {
+        if mtu != 0 && fl.ip_len > mtu && !meta.gso && dont_frag(f) {
             return self.too_big(f, fl.ip_len, mtu, fl.dst, scratch);
         }
         rewrite(
@@ -740,8 +741,7 @@ impl Worker {
         from: u32,
         scratch: &mut [u8],
     ) -> Verdict {
-        let df = be16(f, L3 + 6) & Ipv4::FLAG_DF != 0;
-        let reply = (df && from != 0)
+        let reply = (from != 0)
             .then(|| {
                 let (t, c) = (Icmp::DEST_UNREACHABLE, Icmp::CODE_FRAG_NEEDED);
                 icmp_error(scratch, f, ip_len, t, c, mtu as u32, from)
@@ -753,6 +753,11 @@ impl Worker {
         }
         Verdict::Drop(DropReason::TooBig)
     }
+}
+
+#[inline]
+fn dont_frag(f: &[u8]) -> bool {
+    be16(f, L3 + 6) & Ipv4::FLAG_DF != 0
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checksum;
+pub mod frag;
 pub mod offload;
 mod views;
 

@@ -1,0 +1,356 @@
+//! The gateway loop: two ports, one engine worker, and the layer-2 duties around translation
+//! (next-hop MAC resolution, ARP, fragmentation of DF-clear packets over the MTU).
+//!
+//! Per batch it receives from the inside port, lets the engine rewrite each frame in place,
+//! resolves the next hop on the other side and queues the frame there, then does the same from the
+//! outside, and flushes. Only unicast frames addressed to the receiving interface's own MAC are
+//! translated: broadcasts, multicasts and frames for other stations (seen on a shared segment) are
+//! the kernel's business. Next hops come from the kernel's routes and neighbour table (a netlink
+//! snapshot, read without locking), from MAC addresses learned from the frames and ARP packets rnat
+//! sees, and, when neither knows one, from rnat's own ARP request.
+
+use crate::control::netlink::{Snapshot, SnapshotReader};
+use crate::datapath::{FrameInfo, Port, wait_readable};
+use crate::nat::{Direction, Time, Verdict, Worker};
+use crate::wire::{Arp, Ethernet, ethertype};
+use std::collections::HashMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// One interface as the gateway uses it.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    /// The gateway's own address on this link (ARP sender address).
+    pub addr: Ipv4Addr,
+    /// IPv4 MTU.
+    pub mtu: usize,
+}
+
+/// Counters of the layer-2 work around the engine.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    /// Translated, but no route leaves through the other interface.
+    pub no_route: AtomicU64,
+    /// Translated, but the next hop's MAC is not known yet (an ARP request went out).
+    pub no_neighbour: AtomicU64,
+    pub arp_requests: AtomicU64,
+    pub fragments_sent: AtomicU64,
+    pub tx_errors: AtomicU64,
+    pub replies_sent: AtomicU64,
+}
+
+impl GatewayStats {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+const BROADCAST: [u8; 6] = [0xff; 6];
+/// A next hop is asked for at most once a second.
+const ARP_RETRY: Duration = Duration::from_secs(1);
+/// Entries learned by the gateway itself are trusted this long.
+const LEARNED_TTL: Duration = Duration::from_secs(300);
+const MAX_PENDING_REPLIES: usize = 64;
+
+/// MACs learned on one side: from ARP packets and from the source of frames rnat translates.
+struct Neighbours {
+    learned: HashMap<u32, ([u8; 6], Instant)>,
+    asked: HashMap<u32, Instant>,
+}
+
+impl Neighbours {
+    fn new() -> Self {
+        Neighbours {
+            learned: HashMap::with_capacity(4096),
+            asked: HashMap::with_capacity(256),
+        }
+    }
+
+    fn learn(&mut self, ip: u32, mac: [u8; 6], now: Instant) {
+        if mac[0] & 1 != 0 || ip == 0 {
+            return;
+        }
+        let full = self.learned.len() >= 65536;
+        match self.learned.get_mut(&ip) {
+            Some(e) => *e = (mac, now),
+            None if !full => {
+                self.learned.insert(ip, (mac, now));
+            }
+            None => {}
+        }
+    }
+
+    fn get(&self, ip: u32, now: Instant) -> Option<[u8; 6]> {
+        self.learned
+            .get(&ip)
+            .filter(|e| now.duration_since(e.1) < LEARNED_TTL)
+            .map(|e| e.0)
+    }
+
+    /// Whether an ARP request for `ip` should go out now.
+    fn should_ask(&mut self, ip: u32, now: Instant) -> bool {
+        match self.asked.get(&ip) {
+            Some(t) if now.duration_since(*t) < ARP_RETRY => false,
+            _ => {
+                if self.asked.len() > 4096 {
+                    self.asked.retain(|_, t| now.duration_since(*t) < ARP_RETRY);
+                }
+                self.asked.insert(ip, now);
+                true
+            }
+        }
+    }
+}
+
+/// One side of the gateway: its port, link and neighbours.
+struct Side {
+    port: Box<dyn Port>,
+    link: Link,
+    neigh: Neighbours,
+    /// Frames generated for this side (ICMP errors, ARP requests), sent after the batch.
+    out: Vec<Vec<u8>>,
+}
+
+impl Side {
+    fn queue(&mut self, frame: &[u8]) {
+        if self.out.len() < MAX_PENDING_REPLIES {
+            self.out.push(frame.to_vec());
+        }
+    }
+
+    fn arp_request(&mut self, target: u32) {
+        let mut f = [0u8; 42];
+        {
+            let mut e = Ethernet::new_unchecked(&mut f[..]);
+            e.set_dst(BROADCAST);
+            e.set_src(self.link.mac);
+            e.set_ethertype(ethertype::ARP);
+        }
+        Arp::new_unchecked(&mut f[14..]).fill(
+            Arp::REQUEST,
+            self.link.mac,
+            self.link.addr.octets(),
+            [0; 6],
+            target.to_be_bytes(),
+        );
+        self.queue(&f);
+    }
+}
+
+/// Everything one gateway thread needs.
+pub struct GatewayWorker {
+    worker: Worker,
+    inside: Side,
+    outside: Side,
+    snapshot: SnapshotReader,
+    stats: Arc<GatewayStats>,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+    scratch: Vec<u8>,
+    frag_buf: Vec<u8>,
+}
+
+/// Engine time for an instant: nanoseconds since the gateway's epoch (shared with the control
+/// plane, which drives expiry with the same clock).
+pub fn engine_time(epoch: Instant, at: Instant) -> Time {
+    Time::from_nanos(at.saturating_duration_since(epoch).as_nanos() as u64)
+}
+
+impl GatewayWorker {
+    #[allow(clippy::too_many_arguments)] // assembled once, by the CLI
+    pub fn new(
+        worker: Worker,
+        inside: (Box<dyn Port>, Link),
+        outside: (Box<dyn Port>, Link),
+        snapshot: SnapshotReader,
+        stats: Arc<GatewayStats>,
+        epoch: Instant,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        let side = |(port, link): (Box<dyn Port>, Link)| Side {
+            port,
+            link,
+            neigh: Neighbours::new(),
+            out: Vec::with_capacity(MAX_PENDING_REPLIES),
+        };
+        GatewayWorker {
+            worker,
+            inside: side(inside),
+            outside: side(outside),
+            snapshot,
+            stats,
+            epoch,
+            stop,
+            scratch: vec![0u8; 2048],
+            frag_buf: Vec::with_capacity(2048),
+        }
+    }
+
+    /// Runs until the stop flag is set.
+    pub fn run(&mut self) -> io::Result<()> {
+        while !self.stop.load(Ordering::Relaxed) {
+            let n = self.step(Duration::ZERO)?;
+            if n == 0 {
+                wait_readable(
+                    &[self.inside.port.fd(), self.outside.port.fd()],
+                    Duration::from_millis(50),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One batch in each direction. Returns the number of frames received.
+    pub fn step(&mut self, timeout: Duration) -> io::Result<usize> {
+        let snap = self.snapshot.get().clone();
+        let mut n = self.direction(Direction::Outbound, &snap, timeout)?;
+        n += self.direction(Direction::Inbound, &snap, timeout)?;
+        for side in [&mut self.inside, &mut self.outside] {
+            for f in side.out.drain(..) {
+                if side.port.tx(&f, &FrameInfo::default()).is_err() {
+                    GatewayStats::bump(&self.stats.tx_errors);
+                } else {
+                    GatewayStats::bump(&self.stats.replies_sent);
+                }
+            }
+            if side.port.flush().is_err() {
+                GatewayStats::bump(&self.stats.tx_errors);
+            }
+        }
+        Ok(n)
+    }
+
+    fn direction(
+        &mut self,
+        dir: Direction,
+        snap: &Snapshot,
+        timeout: Duration,
+    ) -> io::Result<usize> {
+        let (rx, tx) = match dir {
+            Direction::Outbound => (&mut self.inside, &mut self.outside),
+            Direction::Inbound => (&mut self.outside, &mut self.inside),
+        };
+        let worker = &self.worker;
+        let stats = &*self.stats;
+        let scratch = &mut self.scratch;
+        let frag_buf = &mut self.frag_buf;
+        let now_i = Instant::now();
+        let now = engine_time(self.epoch, now_i);
+        let rx_link = rx.link.clone();
+        let rx_neigh = &mut rx.neigh;
+        let rx_out = &mut rx.out;
+        rx.port
+            .rx(timeout, &mut |frame: &mut [u8], info: &FrameInfo| {
+                if frame.len() < Ethernet::HEADER_LEN {
+                    return;
+                }
+                let eth = Ethernet::new_unchecked(&*frame);
+                if eth.ethertype() == ethertype::ARP {
+                    if let Ok(a) = Arp::new_checked(eth.payload()) {
+                        rx_neigh.learn(u32::from_be_bytes(a.sender_ip()), a.sender_mac(), now_i);
+                    }
+                    return;
+                }
+                if eth.dst() != rx_link.mac {
+                    return;
+                }
+                let src_mac = eth.src();
+                let src_ip = (frame.len() >= 34)
+                    .then(|| u32::from_be_bytes([frame[26], frame[27], frame[28], frame[29]]));
+                match worker.process(dir, frame, info.nat_meta(), now, scratch) {
+                    Verdict::Forward => {
+                        if let (Direction::Outbound, Some(ip)) = (dir, src_ip) {
+                            rx_neigh.learn(ip, src_mac, now_i);
+                        }
+                        let dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
+                        let Some(mac) = next_hop_mac(snap, tx, dst, now_i, stats) else {
+                            return;
+                        };
+                        let mut e = Ethernet::new_unchecked(&mut *frame);
+                        e.set_dst(mac);
+                        e.set_src(tx.link.mac);
+                        send(tx, frame, info, frag_buf, stats);
+                    }
+                    Verdict::Reply(len) => {
+                        if rx_out.len() < MAX_PENDING_REPLIES {
+                            rx_out.push(scratch[..len].to_vec());
+                        }
+                    }
+                    Verdict::Kernel | Verdict::Drop(_) => {}
+                }
+            })
+    }
+}
+
+/// The MAC of the next hop towards `dst` through `side`, or `None` (counted; an ARP request is
+/// queued when rnat does not know it yet).
+fn next_hop_mac(
+    snap: &Snapshot,
+    side: &mut Side,
+    dst: Ipv4Addr,
+    now: Instant,
+    stats: &GatewayStats,
+) -> Option<[u8; 6]> {
+    let Some(nh) = snap
+        .routes
+        .lookup(dst)
+        .filter(|nh| nh.ifindex == side.link.ifindex)
+    else {
+        GatewayStats::bump(&stats.no_route);
+        return None;
+    };
+    let hop = nh.neighbour_for(dst);
+    let kernel = snap
+        .neighbour(side.link.ifindex, hop)
+        .filter(|n| n.state.is_usable())
+        .and_then(|n| n.mac);
+    if let Some(mac) = kernel.or_else(|| side.neigh.get(u32::from(hop), now)) {
+        return Some(mac);
+    }
+    GatewayStats::bump(&stats.no_neighbour);
+    if side.neigh.should_ask(u32::from(hop), now) {
+        side.arp_request(u32::from(hop));
+        GatewayStats::bump(&stats.arp_requests);
+    }
+    None
+}
+
+/// Queues a translated frame, fragmenting it when it exceeds the link MTU (the engine already
+/// answered DF-set packets with fragmentation-needed; GSO super-frames are segmented by the kernel).
+fn send(
+    side: &mut Side,
+    frame: &mut [u8],
+    info: &FrameInfo,
+    buf: &mut Vec<u8>,
+    stats: &GatewayStats,
+) {
+    let ip_len = frame.len().saturating_sub(Ethernet::HEADER_LEN);
+    if ip_len > side.link.mtu && info.gso_type == 0 {
+        if info.csum_partial {
+            let _ = crate::wire::offload::complete_partial_checksum(
+                frame,
+                info.csum_start as usize,
+                info.csum_offset as usize,
+            );
+        }
+        let port = &mut side.port;
+        let mut err = false;
+        let r = crate::wire::frag::fragment(frame, Ethernet::HEADER_LEN, side.link.mtu, buf, |f| {
+            err |= port.tx(f, &FrameInfo::default()).is_err();
+            GatewayStats::bump(&stats.fragments_sent);
+        });
+        if r.is_err() || err {
+            GatewayStats::bump(&stats.tx_errors);
+        }
+        return;
+    }
+    if side.port.tx(frame, info).is_err() {
+        GatewayStats::bump(&stats.tx_errors);
+    }
+}
