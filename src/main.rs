@@ -303,7 +303,7 @@ async fn serve(cli: Cli) -> Result<()> {
                 if removed > 0 {
                     tracing::debug!(removed, "expired sessions");
                 }
-                if cli.show_sessions > 0 && ticks % cli.show_sessions == 0 {
+                if cli.show_sessions > 0 && ticks.is_multiple_of(cli.show_sessions) {
                     print_sessions(&engine, now);
                 }
                 if thread.is_finished() {
