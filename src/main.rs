@@ -272,6 +272,10 @@ async fn serve(cli: Cli) -> Result<()> {
         epoch,
         stop.clone(),
     );
+    // Signal handlers go in before "ready", so a signal right after it is not fatal.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     let backend = cli.backend;
     let thread = std::thread::Builder::new()
         .name("rnat-worker".into())
@@ -289,12 +293,11 @@ async fn serve(cli: Cli) -> Result<()> {
         publics.join(",")
     );
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks: u64 = 0;
     let result = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             _ = tick.tick() => {
                 ticks += 1;
