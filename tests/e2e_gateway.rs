@@ -12,7 +12,9 @@
 //!
 //! Run as root: `cargo test --test e2e_gateway` (skips with a note otherwise).
 //! `RNAT_BIN=/path/to/gateway` runs them against another binary; `RNAT_READY_TIMEOUT_S`
-//! changes the 10 s readiness wait.
+//! changes the 10 s readiness wait. To check the suite itself:
+//! `RNAT_BIN=$PWD/tools/lib/fake-gateway` (kernel masquerade) must pass, and with
+//! `FAKE_GATEWAY_MODE=forward-only` (forwards without translating) every traffic test must fail.
 
 mod common;
 
