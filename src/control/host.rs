@@ -6,11 +6,11 @@
 //! with `ip_forward=1` forward the untranslated inside traffic. [`HostSetup::apply`] therefore:
 //!
 //! 1. checks privileges ([`check_privileges`]) and that the `nft` program exists;
-//! 2. takes an exclusive `flock` on `/run/rnat/<ifname>.lock` for both interfaces (the lock file
+//! 2. takes an exclusive `flock` on `/run/rnat/ns<netns-inode>-<ifname>.lock` for both interfaces (the lock file
 //!    holds the owner's pid, for the error message "interface eth1 is already used by rnat (pid N)");
 //! 3. undoes what a previous run on either interface left behind (a `*.state` file naming one of
 //!    them: that run died without cleaning up, or it would still hold the lock);
-//! 4. writes the state file `/run/rnat/<inside>-<outside>.state` listing every change it is about to
+//! 4. writes the state file `/run/rnat/ns<netns-inode>-<inside>-<outside>.state` listing every change it is about to
 //!    make (and the old values), *before* making any;
 //! 5. installs `table netdev rnat_<outside>` with `nft -f -` (see [`HostSetup::ruleset`]):
 //!    - on the outside interface's ingress, drop IPv4 TCP/UDP to a public address with a destination
@@ -324,13 +324,17 @@ impl HostSetup {
 
     /// The state file of this interface pair.
     pub fn state_path(&self) -> PathBuf {
-        self.run_dir
-            .join(format!("{}-{}.state", self.inside, self.outside))
+        self.run_dir.join(format!(
+            "{}{}-{}.state",
+            netns_tag(),
+            self.inside,
+            self.outside
+        ))
     }
 
     /// The lock file of one interface.
     pub fn lock_path(&self, ifname: &str) -> PathBuf {
-        self.run_dir.join(format!("{ifname}.lock"))
+        self.run_dir.join(format!("{}{ifname}.lock", netns_tag()))
     }
 
     fn validate(&self) -> Result<(), HostError> {
@@ -508,6 +512,11 @@ impl HostSetup {
             if path.extension().is_none_or(|x| x != "state") {
                 continue;
             }
+            // Interface names are only unique within a network namespace.
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !name.starts_with(&netns_tag()) {
+                continue;
+            }
             let text = match fs::read_to_string(&path) {
                 Ok(t) => t,
                 Err(err) => {
@@ -538,10 +547,23 @@ impl HostSetup {
                 st.outside,
                 path.display()
             );
-            undo_state(&st)?;
+            if let Err(e) = undo_state(&st) {
+                // Starting is better than refusing forever; say what may be left over.
+                tracing::warn!("could not fully undo {}: {e}", path.display());
+            }
             fs::remove_file(&path).map_err(io_err("cannot remove", &path))?;
         }
         Ok(())
+    }
+}
+
+/// A prefix naming this process's network namespace (`ns<inode>-`), so that rnat instances in
+/// different namespaces that use the same interface names keep separate lock and state files.
+pub fn netns_tag() -> String {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata("/proc/self/ns/net") {
+        Ok(m) => format!("ns{}-", m.ino()),
+        Err(_) => String::new(),
     }
 }
 
