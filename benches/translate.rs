@@ -1,13 +1,16 @@
 //! Criterion benchmarks of the NAT core (one core, no I/O):
 //! - `established/{1k,64k,1M}`: ns per packet for outbound packets of established UDP flows, the
 //!   flows visited in random order (the table far larger than the caches at 1M);
-//! - `new_sessions`: cost of a packet that creates a mapping and a session (1 / that = sessions/s);
+//! - `established_batch/{1k,64k,1M}`: the same through `Worker::process_batch`, 16 frames a call,
+//!   still reported per packet;
+//! - `new_sessions`: cost of a packet that creates a mapping and a session (1 / that = sessions/s),
+//!   single frames and batched;
 //! - bytes of memory per session, printed before the timings (reserved heap / capacity).
 //!
 //! Each iteration copies a 60-byte template into the work buffer before translating it (the
 //! frame is rewritten in place); that copy is part of the figure.
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use rnat::nat::{Config, Direction, Engine, FrameMeta, Prefix, Time, Verdict};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -171,7 +174,48 @@ fn established(c: &mut Criterion) {
         });
     }
     g.finish();
+    let mut g = c.benchmark_group("established_batch");
+    g.throughput(Throughput::Elements(1));
+    for (n, label) in [(1_000u32, "1k"), (65_536, "64k"), (1 << 20, "1M")] {
+        let (engine, frames) = populated(n);
+        let w = engine.worker();
+        let mut scratch = [0u8; 1600];
+        let mut i = 0usize;
+        g.bench_function(label, |b| {
+            b.iter_custom(|iters| {
+                let batches = iters.div_ceil(BATCH as u64);
+                let start = Instant::now();
+                for _ in 0..batches {
+                    let mut batch = [[0u8; 60]; BATCH];
+                    for f in &mut batch {
+                        *f = frames[i];
+                        i += 1;
+                        if i == frames.len() {
+                            i = 0;
+                        }
+                    }
+                    let mut fwd = 0u32;
+                    w.process_batch(
+                        Direction::Outbound,
+                        &mut batch,
+                        &[],
+                        Time::from_secs(2),
+                        &mut scratch,
+                        |_, v, _| fwd += (v == Verdict::Forward) as u32,
+                    );
+                    black_box((fwd, batch[0][26]));
+                }
+                // Per packet: scale to the `iters` packets asked for.
+                start
+                    .elapsed()
+                    .mul_f64(iters as f64 / (batches * BATCH as u64) as f64)
+            })
+        });
+    }
+    g.finish();
 }
+
+const BATCH: usize = 16;
 
 fn new_sessions(c: &mut Criterion) {
     const CHUNK: u32 = 1 << 20;
@@ -205,7 +249,82 @@ fn new_sessions(c: &mut Criterion) {
             total
         })
     });
+    g.bench_function("udp_mapping_and_session_batch", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(CHUNK as u64) as usize;
+                let engine = Engine::new(config(CHUNK as usize)).unwrap();
+                let w = engine.worker();
+                let mut scratch = [0u8; 1600];
+                let start = Instant::now();
+                for chunk in frames[..n].chunks(BATCH) {
+                    let mut batch = [[0u8; 60]; BATCH];
+                    batch[..chunk.len()].copy_from_slice(chunk);
+                    w.process_batch(
+                        Direction::Outbound,
+                        &mut batch[..chunk.len()],
+                        &[],
+                        Time::from_secs(1),
+                        &mut scratch,
+                        |_, v, _| {
+                            black_box(v);
+                        },
+                    );
+                }
+                total += start.elapsed();
+                left -= n as u64;
+            }
+            total
+        })
+    });
     g.finish();
+}
+
+/// Profiling hook, outside criterion: `RNAT_PROFILE=established:N` or `RNAT_PROFILE=new:N` runs
+/// a fixed loop of packets in [`profile_loop`] (for `valgrind --tool=callgrind
+/// --toggle-collect=*profile_loop*`) and exits.
+fn profile(spec: &str) {
+    let (what, n) = spec.split_once(':').unwrap_or((spec, "1000"));
+    let n: u32 = n.parse().unwrap();
+    let reps = 100_000u32;
+    match what {
+        "established" => {
+            let (engine, frames) = populated(n);
+            let w = engine.worker();
+            profile_loop(&w, &frames, reps, Time::from_secs(2));
+        }
+        "new" => {
+            let frames: Vec<[u8; 60]> = shuffled(n).into_iter().map(frame).collect();
+            let engine = Engine::new(config(n as usize)).unwrap();
+            let w = engine.worker();
+            profile_loop(&w, &frames, n, Time::from_secs(1));
+            assert_eq!(engine.session_count(), n as usize);
+        }
+        _ => panic!("RNAT_PROFILE=established:N | new:N"),
+    }
+}
+
+#[inline(never)]
+fn profile_loop(w: &rnat::nat::Worker, frames: &[[u8; 60]], reps: u32, now: Time) {
+    let mut scratch = [0u8; 1600];
+    let mut i = 0usize;
+    for _ in 0..reps {
+        let mut f = frames[i];
+        i += 1;
+        if i == frames.len() {
+            i = 0;
+        }
+        let v = w.process(
+            Direction::Outbound,
+            &mut f,
+            FrameMeta::default(),
+            now,
+            &mut scratch,
+        );
+        black_box((v, f[26]));
+    }
 }
 
 criterion_group! {
@@ -213,4 +332,11 @@ criterion_group! {
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
     targets = established, new_sessions
 }
-criterion_main!(benches);
+fn main() {
+    if let Ok(spec) = std::env::var("RNAT_PROFILE") {
+        profile(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -2,15 +2,21 @@
 
 use super::config::{Config, ConfigError, Filtering, PortRange};
 use super::stats::{Counter, DropReason, Stats, WorkerStats};
-use super::table::{F_INBOUND_CREATED, Shard, Table, map_hash, mix, owner_parts, owner_word};
+use super::table::{
+    F_INBOUND_CREATED, Shard, Table, map_hash, mix, owner_parts, owner_word, sess_hash,
+};
 use super::tcp::TcpState;
 use super::{Direction, Proto, Time};
-use crate::wire::checksum::{self, update16, update32, update32_partial};
+use crate::wire::checksum;
 use crate::wire::{Ethernet, Icmp, Ipv4, Tcp, Udp, ethertype, proto};
 use parking_lot::Mutex;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Frames per group in [`Worker::process_batch`]: enough to overlap the cache misses of a group,
+/// few enough that its lines are still cached when the group is translated.
+const BATCH: usize = 16;
 
 /// What the datapath should do with a frame after [`Worker::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,19 +64,17 @@ pub struct SessionInfo {
 /// The shared NAT engine. Cheap to share (`Arc`); each datapath thread gets a [`Worker`].
 pub struct Engine {
     cfg: Config,
-    /// Public addresses sorted, with their index in `cfg.public_addrs`.
-    public_sorted: Vec<(u32, u8)>,
     /// Port ranges split by RFC 4787 range class: [0..1023], [1024..65535].
     class_ranges: [Vec<PortRange>; 2],
     class_total: [u32; 2],
-    table: Table,
+    pub(super) table: Table,
     workers: Mutex<Vec<Arc<WorkerStats>>>,
 }
 
 /// A datapath thread's handle on the engine, with its own counters.
 pub struct Worker {
     engine: Arc<Engine>,
-    stats: Arc<WorkerStats>,
+    pub(super) stats: Arc<WorkerStats>,
 }
 
 #[inline]
@@ -90,7 +94,7 @@ fn put32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_be_bytes());
 }
 
-const L3: usize = Ethernet::HEADER_LEN;
+pub(super) const L3: usize = Ethernet::HEADER_LEN;
 
 /// What the classifier extracted from a translatable frame.
 #[derive(Clone, Copy)]
@@ -109,13 +113,6 @@ impl Engine {
     /// Builds the engine; all table memory is reserved here.
     pub fn new(cfg: Config) -> Result<Arc<Engine>, ConfigError> {
         cfg.validate()?;
-        let mut public_sorted: Vec<(u32, u8)> = cfg
-            .public_addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (u32::from(*a), i as u8))
-            .collect();
-        public_sorted.sort_unstable();
         let classes = [PortRange::new(0, 1023), PortRange::new(1024, 65535)];
         let class_ranges: [Vec<PortRange>; 2] = std::array::from_fn(|c| {
             cfg.port_ranges
@@ -130,7 +127,6 @@ impl Engine {
         let table = Table::new(&cfg);
         Ok(Arc::new(Engine {
             cfg,
-            public_sorted,
             class_ranges,
             class_total,
             table,
@@ -160,30 +156,12 @@ impl Engine {
 
     #[inline]
     fn public_index(&self, a: u32) -> Option<u8> {
-        let p = &self.public_sorted;
-        if p.len() == 1 {
-            return (p[0].0 == a).then_some(p[0].1);
-        }
-        p.binary_search_by_key(&a, |e| e.0).ok().map(|i| p[i].1)
+        self.table.addrs.public_index(a)
     }
 
     #[inline]
     fn in_port_ranges(&self, port: u16) -> bool {
-        self.cfg.port_ranges.iter().any(|r| r.contains(port))
-    }
-
-    #[inline]
-    fn is_inside_source(&self, a: u32) -> bool {
-        self.cfg.inside_prefixes.is_empty()
-            || self.cfg.inside_prefixes.iter().any(|p| p.contains(a))
-    }
-
-    #[inline]
-    fn is_local(&self, a: u32) -> bool {
-        self.cfg.inside_addr.is_some_and(|i| u32::from(i) == a)
-            || self.public_index(a).is_some()
-            || a >> 28 == 0xe // multicast
-            || a == u32::MAX // limited broadcast
+        self.table.addrs.in_port_ranges(port)
     }
 
     #[inline]
@@ -194,6 +172,11 @@ impl Engine {
             proto::UDP => t.udp,
             _ => t.icmp,
         }
+    }
+
+    #[inline]
+    pub(super) fn session_expired(&self, proto: u8, state: u8, last_seen: Time, now: Time) -> bool {
+        self.expired(proto, state, last_seen, now)
     }
 
     #[inline]
@@ -414,6 +397,85 @@ impl Worker {
         v
     }
 
+    /// Translates a batch of frames that arrived on the same interface, in order: the same as
+    /// calling [`Worker::process`] on each, then `done(i, verdict, reply)` (`reply`: the generated
+    /// frame for [`Verdict::Reply`], else empty) before the next frame. `metas[i]` is frame `i`'s
+    /// offload state (missing entries: the default).
+    ///
+    /// Before translating, a first pass reads, for every frame of a group of 16, a table line its
+    /// lookup will need (outbound: the session index slot; inbound: the port ownership word),
+    /// without taking any lock. Those reads are independent of each other, so the CPU overlaps
+    /// their cache misses instead of taking them one after the other. The pass only reads; what
+    /// it finds is not trusted.
+    pub fn process_batch<F: AsMut<[u8]>>(
+        &self,
+        dir: Direction,
+        frames: &mut [F],
+        metas: &[FrameMeta],
+        now: Time,
+        scratch: &mut [u8],
+        mut done: impl FnMut(usize, Verdict, &[u8]),
+    ) {
+        let mut start = 0;
+        while start < frames.len() {
+            let end = frames.len().min(start + BATCH);
+            let mut touched = 0u64;
+            for f in &mut frames[start..end] {
+                touched = touched.wrapping_add(self.warm(dir, f.as_mut()));
+            }
+            std::hint::black_box(touched);
+            for (i, f) in frames[start..end].iter_mut().enumerate() {
+                let i = start + i;
+                let meta = metas.get(i).copied().unwrap_or_default();
+                let v = self.process(dir, f.as_mut(), meta, now, scratch);
+                let reply = match v {
+                    Verdict::Reply(n) => scratch.get(..n).unwrap_or_default(),
+                    _ => &[],
+                };
+                done(i, v, reply);
+            }
+            start = end;
+        }
+    }
+
+    /// The batch's first pass for one frame: reads the table lines its lookup will touch and
+    /// returns something derived from them (so the reads are not optimised away). No effects.
+    #[inline]
+    fn warm(&self, dir: Direction, f: &[u8]) -> u64 {
+        let Some(ip) = f.get(L3..L3 + 20) else {
+            return 0;
+        };
+        let l4 = L3 + (ip[0] as usize & 15) * 4;
+        let Some(ports) = f.get(l4..l4 + 8) else {
+            return 0;
+        };
+        let (proto, p) = match ip[9] {
+            proto::TCP => (Proto::Tcp, proto::TCP),
+            proto::UDP => (Proto::Udp, proto::UDP),
+            proto::ICMP => (Proto::Icmp, proto::ICMP),
+            _ => return 0,
+        };
+        let (src, dst) = (be32(ip, 12), be32(ip, 16));
+        let (sport, dport) = match proto {
+            Proto::Icmp => (be16(ports, 4), be16(ports, 4)),
+            _ => (be16(ports, 0), be16(ports, 2)),
+        };
+        let t = &self.engine.table;
+        match dir {
+            Direction::Outbound => {
+                let si = t.shard_of(map_hash(t.seed, p, src, sport));
+                let h = sess_hash(t.seed, p, src, sport, dst, dport);
+                t.sess_views.get(si).map_or(0, |v| v.touch(h))
+            }
+            Direction::Inbound => {
+                let Some(pub_idx) = t.addrs.public_index(dst) else {
+                    return 0;
+                };
+                t.ports.owner(pub_idx, proto, dport) as u64
+            }
+        }
+    }
+
     /// Parses IPv4 + L4 far enough to translate. `Err(verdict)` for everything else.
     #[inline]
     fn classify(&self, f: &[u8], dir: Direction) -> Result<Flow, Verdict> {
@@ -423,15 +485,16 @@ impl Worker {
         let ip = Ipv4::new_checked(&f[L3..]).map_err(|_| Verdict::Drop(DropReason::Malformed))?;
         let (src, dst) = (ip.src_u32(), ip.dst_u32());
         let e = &self.engine;
+        let sets = &e.table.addrs;
         match dir {
-            Direction::Outbound if e.is_local(dst) => return Err(Verdict::Kernel),
-            Direction::Inbound if e.public_index(dst).is_none() => return Err(Verdict::Kernel),
+            Direction::Outbound if sets.is_local(dst) => return Err(Verdict::Kernel),
+            Direction::Inbound if sets.public_index(dst).is_none() => return Err(Verdict::Kernel),
             _ => {}
         }
         if !ip.verify_checksum() {
             return Err(Verdict::Drop(DropReason::BadChecksum));
         }
-        if dir == Direction::Outbound && !e.is_inside_source(src) {
+        if dir == Direction::Outbound && !sets.is_inside_source(src) {
             return Err(Verdict::Drop(DropReason::Spoofed));
         }
         let ip_len = ip.total_len();
@@ -468,7 +531,7 @@ impl Worker {
             _ if dir == Direction::Inbound => return Err(Verdict::Kernel),
             _ => return Err(Verdict::Drop(DropReason::UnsupportedProtocol)),
         };
-        if dir == Direction::Inbound && !e.in_port_ranges(dport) {
+        if dir == Direction::Inbound && !sets.in_port_ranges(dport) {
             // The host's own traffic on the public address (ssh, apt...).
             return Err(Verdict::Kernel);
         }
@@ -487,6 +550,9 @@ impl Worker {
     fn outbound(&self, f: &mut [u8], meta: FrameMeta, now: Time, scratch: &mut [u8]) -> Verdict {
         let fl = match self.classify(f, Direction::Outbound) {
             Ok(fl) => fl,
+            Err(Verdict::Drop(DropReason::UnsupportedIcmp)) if super::icmp::is_icmp_error(f) => {
+                return self.icmp_error(Direction::Outbound, f, now);
+            }
             Err(v) => return v,
         };
         let e = &*self.engine;
@@ -529,6 +595,9 @@ impl Worker {
     fn inbound(&self, f: &mut [u8], meta: FrameMeta, now: Time, scratch: &mut [u8]) -> Verdict {
         let fl = match self.classify(f, Direction::Inbound) {
             Ok(fl) => fl,
+            Err(Verdict::Drop(DropReason::UnsupportedIcmp)) if super::icmp::is_icmp_error(f) => {
+                return self.icmp_error(Direction::Inbound, f, now);
+            }
             Err(v) => return v,
         };
         if f[L3 + 8] <= 1 {
@@ -588,10 +657,10 @@ impl Worker {
             s.last_seen = now;
             s.pkts_out = s.pkts_out.wrapping_add(1);
             s.bytes = s.bytes.wrapping_add(fl.ip_len as u64);
-            let m = sh.mappings.get(s.mapping);
+            // The session carries its mapping's public endpoint: no mapping record read.
             return Ok((
-                u32::from(e.cfg.public_addrs[m.pub_idx as usize]),
-                m.pub_port,
+                u32::from(e.cfg.public_addrs[s.pub_idx as usize]),
+                s.pub_port,
             ));
         }
         let (mid, fresh) = match sh.find_mapping(seed, p, fl.src, fl.sport) {
@@ -786,12 +855,15 @@ fn rewrite(
     let word_old = u16::from_be_bytes([ttl, f[L3 + 9]]);
     let word_new = u16::from_be_bytes([ttl - 1, f[L3 + 9]]);
     f[L3 + 8] = ttl - 1;
-    let c = update16(
-        update32(be16(f, L3 + 10), old_ip, new_ip),
-        word_old,
-        word_new,
+    put16(
+        f,
+        L3 + 10,
+        csum_upd16(
+            csum_upd32(be16(f, L3 + 10), old_ip, new_ip),
+            word_old,
+            word_new,
+        ),
     );
-    put16(f, L3 + 10, c);
 
     let (port_off, csum_off) = match (proto, side) {
         (Proto::Tcp, Side::Src) => (0, 16),
@@ -804,11 +876,11 @@ fn rewrite(
     put16(f, l4 + port_off, new_port);
     let old_c = be16(f, l4 + csum_off);
     let c = match proto {
-        Proto::Icmp => update16(old_c, old_port, new_port),
-        _ if partial => update32_partial(old_c, old_ip, new_ip),
+        Proto::Icmp => csum_upd16(old_c, old_port, new_port),
+        _ if partial => !csum_upd32(!old_c, old_ip, new_ip),
         Proto::Udp if old_c == 0 => 0,
         _ => {
-            let c = update16(update32(old_c, old_ip, new_ip), old_port, new_port);
+            let c = csum_upd16(csum_upd32(old_c, old_ip, new_ip), old_port, new_port);
             if proto == Proto::Udp && c == 0 {
                 0xffff
             } else {
@@ -817,6 +889,25 @@ fn rewrite(
         }
     };
     put16(f, l4 + csum_off, c);
+}
+
+/// [`checksum::fold`] for sums below 2^32: two end-around-carry steps always suffice, so no loop.
+#[inline(always)]
+fn fold2(acc: u32) -> u16 {
+    let a = (acc & 0xffff) + (acc >> 16);
+    ((a & 0xffff) + (a >> 16)) as u16
+}
+
+/// [`checksum::update16`] (RFC 1624 eqn. 3), branch-free.
+#[inline(always)]
+fn csum_upd16(check: u16, old: u16, new: u16) -> u16 {
+    !fold2((!check) as u32 + (!old) as u32 + new as u32)
+}
+
+/// [`checksum::update32`], branch-free.
+#[inline(always)]
+fn csum_upd32(check: u16, old: u32, new: u32) -> u16 {
+    !fold2((!check) as u32 + (!old >> 16) + (!old & 0xffff) + (new >> 16) + (new & 0xffff))
 }
 
 /// Writes into `out` an Ethernet frame carrying an ICMP error about the IPv4 packet in `f`, sent

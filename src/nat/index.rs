@@ -6,6 +6,9 @@
 //! after construction. The load factor stays at or below 3/4 because `insert` refuses entries past
 //! the capacity given at construction.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 const EMPTY: u32 = u32::MAX;
 
 #[derive(Clone, Copy)]
@@ -14,10 +17,45 @@ struct Slot {
     id: u32,
 }
 
+impl Slot {
+    #[inline]
+    fn unpack(w: u64) -> Slot {
+        Slot {
+            tag: w as u32,
+            id: (w >> 32) as u32,
+        }
+    }
+    #[inline]
+    fn pack(self) -> u64 {
+        ((self.id as u64) << 32) | self.tag as u64
+    }
+}
+
+const EMPTY_SLOT: u64 = (EMPTY as u64) << 32;
+
+/// The slots are words read and written with relaxed atomics (plain loads and stores on x86 and
+/// ARM): the owner changes them under its shard's lock, and an [`IndexView`] may read them
+/// without it, as a cache-warming hint.
 pub(crate) struct Index {
-    slots: Box<[Slot]>,
+    slots: Arc<[AtomicU64]>,
     len: usize,
     cap: usize,
+}
+
+/// A lock-free, read-only handle on an [`Index`]'s slots. What it reads may be stale or torn
+/// against concurrent changes; it is only used to pull a slot's cache line in early.
+pub(crate) struct IndexView {
+    slots: Arc<[AtomicU64]>,
+}
+
+impl IndexView {
+    /// Loads `hash`'s home slot; returns its word.
+    #[inline]
+    pub fn touch(&self, hash: u64) -> u64 {
+        let n = self.slots.len() as u64;
+        let i = ((tag_of(hash) as u64 * n) >> 32) as usize;
+        self.slots.get(i).map_or(0, |w| w.load(Relaxed))
+    }
 }
 
 /// The low half of the hash: the table shards by its top bits, so those are constant within an
@@ -34,10 +72,27 @@ impl Index {
         // sized exactly for a load factor of 3/4 at capacity.
         let buckets = (cap.max(1) * 4).div_ceil(3).max(8);
         Index {
-            slots: vec![Slot { tag: 0, id: EMPTY }; buckets].into_boxed_slice(),
+            slots: (0..buckets).map(|_| AtomicU64::new(EMPTY_SLOT)).collect(),
             len: 0,
             cap,
         }
+    }
+
+    /// A lock-free reader of the slots.
+    pub fn view(&self) -> IndexView {
+        IndexView {
+            slots: self.slots.clone(),
+        }
+    }
+
+    #[inline]
+    fn slot(&self, i: usize) -> Slot {
+        Slot::unpack(self.slots[i].load(Relaxed))
+    }
+
+    #[inline]
+    fn set(&self, i: usize, s: Slot) {
+        self.slots[i].store(s.pack(), Relaxed);
     }
 
     #[inline]
@@ -66,7 +121,7 @@ impl Index {
         let tag = tag_of(hash);
         let mut i = self.home(tag);
         loop {
-            let s = self.slots[i];
+            let s = self.slot(i);
             if s.id == EMPTY {
                 return None;
             }
@@ -86,10 +141,10 @@ impl Index {
         }
         let tag = tag_of(hash);
         let mut i = self.home(tag);
-        while self.slots[i].id != EMPTY {
+        while self.slot(i).id != EMPTY {
             i = self.next(i);
         }
-        self.slots[i] = Slot { tag, id };
+        self.set(i, Slot { tag, id });
         self.len += 1;
         true
     }
@@ -99,7 +154,7 @@ impl Index {
         let tag = tag_of(hash);
         let mut i = self.home(tag);
         loop {
-            let s = self.slots[i];
+            let s = self.slot(i);
             if s.id == EMPTY {
                 return false;
             }
@@ -112,19 +167,19 @@ impl Index {
         let mut hole = i;
         let mut j = self.next(i);
         loop {
-            let s = self.slots[j];
+            let s = self.slot(j);
             if s.id == EMPTY {
                 break;
             }
             let home = self.home(s.tag);
             // Entry at j may move to the hole if its home is not cyclically in (hole, j].
             if self.dist(home, hole) < self.dist(home, j) {
-                self.slots[hole] = s;
+                self.set(hole, s);
                 hole = j;
             }
             j = self.next(j);
         }
-        self.slots[hole] = Slot { tag: 0, id: EMPTY };
+        self.set(hole, Slot { tag: 0, id: EMPTY });
         self.len -= 1;
         true
     }
@@ -136,13 +191,15 @@ impl Index {
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<Slot>()
+        self.slots.len() * std::mem::size_of::<AtomicU64>()
     }
 }
 
 /// A record that can sit on a slab's free list: while dead, one of its fields holds the next
 /// free id, so the free list costs no memory of its own.
-pub(crate) trait Recycle {
+pub(crate) trait Recycle: Copy {
+    /// A dead record, used to fill (and so pre-fault) the slab's memory at construction.
+    const VACANT: Self;
     fn next_free(&self) -> u32;
     /// Marks the record dead and links it to `next`.
     fn kill(&mut self, next: u32);
@@ -151,20 +208,25 @@ pub(crate) trait Recycle {
 const NONE: u32 = u32::MAX;
 
 /// A fixed-capacity slab of records addressed by `u32` ids, with an intrusive free list.
+///
+/// All `cap` records are written at construction, so the memory is faulted in up front: the
+/// per-packet path never takes a first-touch page fault (nor zeroes a page) when a session is
+/// created, and the resident size a user sees is the reserved size from the start.
 pub(crate) struct Slab<T> {
-    items: Vec<T>,
+    items: Box<[T]>,
+    /// Records ever handed out (the high-water mark); those above it have never been used.
+    used: usize,
     free_head: u32,
     free_len: usize,
-    cap: usize,
 }
 
 impl<T: Recycle> Slab<T> {
     pub fn with_capacity(cap: usize) -> Self {
         Slab {
-            items: Vec::with_capacity(cap),
+            items: vec![T::VACANT; cap].into_boxed_slice(),
+            used: 0,
             free_head: NONE,
             free_len: 0,
-            cap,
         }
     }
 
@@ -173,13 +235,15 @@ impl<T: Recycle> Slab<T> {
     pub fn alloc(&mut self, v: T) -> Option<u32> {
         if self.free_head != NONE {
             let id = self.free_head;
-            self.free_head = self.items[id as usize].next_free();
+            let slot = &mut self.items[id as usize];
+            self.free_head = slot.next_free();
+            *slot = v;
             self.free_len -= 1;
-            self.items[id as usize] = v;
             Some(id)
-        } else if self.items.len() < self.cap {
-            self.items.push(v);
-            Some((self.items.len() - 1) as u32)
+        } else if let Some(slot) = self.items.get_mut(self.used) {
+            *slot = v;
+            self.used += 1;
+            Some((self.used - 1) as u32)
         } else {
             None
         }
@@ -206,15 +270,15 @@ impl<T: Recycle> Slab<T> {
 
     /// Number of slots ever used (live or free), for sweeping.
     pub fn high_water(&self) -> usize {
-        self.items.len()
+        self.used
     }
 
     pub fn live(&self) -> usize {
-        self.items.len() - self.free_len
+        self.used - self.free_len
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.items.capacity() * std::mem::size_of::<T>()
+        std::mem::size_of_val(&*self.items)
     }
 }
 
@@ -258,9 +322,10 @@ mod tests {
         assert!(idx.insert(4 << 28, 4));
     }
 
-    #[derive(Debug, PartialEq)]
+    #[derive(Debug, PartialEq, Clone, Copy)]
     struct Rec(u32, bool);
     impl Recycle for Rec {
+        const VACANT: Self = Rec(0, false);
         fn next_free(&self) -> u32 {
             self.0
         }

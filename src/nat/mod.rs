@@ -5,6 +5,7 @@
 
 pub mod config;
 mod engine;
+mod icmp;
 mod index;
 mod stats;
 mod table;

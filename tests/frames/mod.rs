@@ -156,3 +156,44 @@ pub fn reply_to(h: &Hdr, proto: &str, payload: &[u8]) -> Vec<u8> {
         _ => unreachable!(),
     }
 }
+
+/// An ICMP error (type, code, bytes 4..8) from `src` to `dst` quoting `quote` (an IP packet or its
+/// first bytes), built by etherparse with a correct checksum.
+pub fn icmp_error(
+    src: [u8; 4],
+    dst: [u8; 4],
+    typ: u8,
+    code: u8,
+    rest: [u8; 4],
+    quote: &[u8],
+) -> Vec<u8> {
+    let t = etherparse::Icmpv4Type::Unknown {
+        type_u8: typ,
+        code_u8: code,
+        bytes5to8: rest,
+    };
+    let b = PacketBuilder::ethernet2(MAC_HOST, MAC_GW)
+        .ipv4(src, dst, 64)
+        .icmpv4(t);
+    let mut v = Vec::new();
+    b.write(&mut v, quote).unwrap();
+    v
+}
+
+/// The IP packet inside an Ethernet frame, truncated to its header plus `n` bytes (what a router
+/// quotes in an ICMP error).
+pub fn quote_of(frame: &[u8], n: usize) -> Vec<u8> {
+    let ihl = ((frame[14] & 0x0f) as usize) * 4;
+    frame[14..(14 + ihl + n).min(frame.len())].to_vec()
+}
+
+/// Asserts the IPv4 header at the start of `ip` has a correct checksum (independent computation).
+pub fn check_quoted_header(ip: &[u8]) -> etherparse::Ipv4Header {
+    let (h, _) = etherparse::Ipv4Header::from_slice(ip).expect("quoted header parses");
+    assert_eq!(
+        h.header_checksum,
+        h.calc_header_checksum(),
+        "quoted IPv4 header checksum"
+    );
+    h
+}
