@@ -58,6 +58,13 @@ const ARP_RETRY: Duration = Duration::from_secs(1);
 const LEARNED_TTL: Duration = Duration::from_secs(300);
 const MAX_PENDING_REPLIES: usize = 64;
 
+/// Queues a frame generated or hairpinned during a receive batch (bounded; copies the frame).
+fn queue(out: &mut Vec<(Vec<u8>, FrameInfo)>, frame: &[u8], info: FrameInfo) {
+    if out.len() < MAX_PENDING_REPLIES {
+        out.push((frame.to_vec(), info));
+    }
+}
+
 /// MACs learned on one side: from ARP packets and from the source of frames rnat translates.
 struct Neighbours {
     learned: HashMap<u32, ([u8; 6], Instant)>,
@@ -113,15 +120,14 @@ struct Side {
     port: Box<dyn Port>,
     link: Link,
     neigh: Neighbours,
-    /// Frames generated for this side (ICMP errors, ARP requests), sent after the batch.
-    out: Vec<Vec<u8>>,
+    /// Frames for this side produced while receiving (ICMP errors, ARP requests, hairpinned
+    /// frames), sent after the batch.
+    out: Vec<(Vec<u8>, FrameInfo)>,
 }
 
 impl Side {
     fn queue(&mut self, frame: &[u8]) {
-        if self.out.len() < MAX_PENDING_REPLIES {
-            self.out.push(frame.to_vec());
-        }
+        queue(&mut self.out, frame, FrameInfo::default());
     }
 
     fn arp_request(&mut self, target: u32) {
@@ -212,8 +218,8 @@ impl GatewayWorker {
         let mut n = self.direction(Direction::Outbound, &snap, timeout)?;
         n += self.direction(Direction::Inbound, &snap, timeout)?;
         for side in [&mut self.inside, &mut self.outside] {
-            for f in side.out.drain(..) {
-                if side.port.tx(&f, &FrameInfo::default()).is_err() {
+            for (f, info) in side.out.drain(..) {
+                if side.port.tx(&f, &info).is_err() {
                     GatewayStats::bump(&self.stats.tx_errors);
                 } else {
                     GatewayStats::bump(&self.stats.replies_sent);
@@ -277,9 +283,23 @@ impl GatewayWorker {
                         e.set_src(tx.link.mac);
                         send(tx, frame, info, frag_buf, stats);
                     }
-                    Verdict::Reply(len) => {
-                        if rx_out.len() < MAX_PENDING_REPLIES {
-                            rx_out.push(scratch[..len].to_vec());
+                    Verdict::Reply(len) => queue(rx_out, &scratch[..len], FrameInfo::default()),
+                    Verdict::Hairpin => {
+                        // Back out of the interface it came from, to the inside host that owns
+                        // the public endpoint it was sent to.
+                        let dst = u32::from_be_bytes([frame[30], frame[31], frame[32], frame[33]]);
+                        let kernel = snap
+                            .neighbour(rx_link.ifindex, Ipv4Addr::from(dst))
+                            .filter(|n| n.state.is_usable())
+                            .and_then(|n| n.mac);
+                        match rx_neigh.get(dst, now_i).or(kernel) {
+                            Some(mac) => {
+                                let mut e = Ethernet::new_unchecked(&mut *frame);
+                                e.set_dst(mac);
+                                e.set_src(rx_link.mac);
+                                queue(rx_out, frame, *info);
+                            }
+                            None => GatewayStats::bump(&stats.no_neighbour),
                         }
                     }
                     Verdict::Kernel | Verdict::Drop(_) => {}

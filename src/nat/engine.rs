@@ -28,6 +28,9 @@ pub enum Verdict {
     Reply(usize),
     /// Not NAT traffic (ARP, IPv6, traffic to the gateway itself): the host kernel handles it.
     Kernel,
+    /// The frame was rewritten in place (hairpinning: from one inside host to another through its
+    /// public mapping): send it back out of the interface it came in on.
+    Hairpin,
     /// Drop the frame; the reason is counted.
     Drop(DropReason),
 }
@@ -98,15 +101,17 @@ pub(super) const L3: usize = Ethernet::HEADER_LEN;
 
 /// What the classifier extracted from a translatable frame.
 #[derive(Clone, Copy)]
-struct Flow {
-    proto: Proto,
-    l4: usize,
-    src: u32,
-    dst: u32,
-    sport: u16,
-    dport: u16,
-    tcp_flags: u8,
-    ip_len: usize,
+pub(super) struct Flow {
+    pub(super) proto: Proto,
+    pub(super) l4: usize,
+    pub(super) src: u32,
+    pub(super) dst: u32,
+    pub(super) sport: u16,
+    pub(super) dport: u16,
+    pub(super) tcp_flags: u8,
+    pub(super) ip_len: usize,
+    /// Outbound to one of the public addresses (RFC 4787 REQ-9).
+    pub(super) hairpin: bool,
 }
 
 impl Engine {
@@ -392,7 +397,7 @@ impl Worker {
             Verdict::Drop(r) => self.stats.count_drop(r),
             Verdict::Kernel => self.stats.bump(Counter::Kernel),
             Verdict::Reply(_) => self.stats.bump(Counter::IcmpGenerated),
-            Verdict::Forward => {}
+            Verdict::Forward | Verdict::Hairpin => {}
         }
         v
     }
@@ -487,11 +492,14 @@ impl Worker {
         let e = &self.engine;
         let sets = &e.table.addrs;
         match dir {
-            Direction::Outbound if sets.is_local(dst) => return Err(Verdict::Kernel),
+            // To a public address from inside: hairpinning (RFC 4787 REQ-9), checked below.
+            Direction::Outbound if sets.is_local(dst) && sets.public_index(dst).is_none() => {
+                return Err(Verdict::Kernel);
+            }
             Direction::Inbound if sets.public_index(dst).is_none() => return Err(Verdict::Kernel),
             _ => {}
         }
-        if !ip.verify_checksum() {
+        if !ipv4_checksum_ok(&f[L3..], ip.header_len()) {
             return Err(Verdict::Drop(DropReason::BadChecksum));
         }
         if dir == Direction::Outbound && !sets.is_inside_source(src) {
@@ -531,8 +539,11 @@ impl Worker {
             _ if dir == Direction::Inbound => return Err(Verdict::Kernel),
             _ => return Err(Verdict::Drop(DropReason::UnsupportedProtocol)),
         };
-        if dir == Direction::Inbound && !sets.in_port_ranges(dport) {
-            // The host's own traffic on the public address (ssh, apt...).
+        let hairpin = dir == Direction::Outbound && sets.public_index(dst).is_some();
+        if (dir == Direction::Inbound || hairpin)
+            && (!sets.in_port_ranges(dport) || (hairpin && proto == Proto::Icmp))
+        {
+            // The host's own traffic on the public address (ssh, apt, ping to the gateway...).
             return Err(Verdict::Kernel);
         }
         Ok(Flow {
@@ -544,6 +555,7 @@ impl Worker {
             dport,
             tcp_flags,
             ip_len,
+            hairpin,
         })
     }
 
@@ -563,6 +575,9 @@ impl Worker {
                 e.cfg.inside_addr.map_or(0, u32::from),
                 scratch,
             );
+        }
+        if fl.hairpin {
+            return self.hairpin(f, &fl, meta, now);
         }
         let mtu = e.cfg.outside_mtu as usize;
         if mtu != 0 && fl.ip_len > mtu && !meta.gso && dont_frag(f) {
@@ -627,7 +642,7 @@ impl Worker {
 
     /// Outbound: the session's public (address, port), creating mapping and session as needed.
     #[inline]
-    fn lookup_out(&self, fl: &Flow, now: Time) -> Result<(u32, u16), DropReason> {
+    pub(super) fn lookup_out(&self, fl: &Flow, now: Time) -> Result<(u32, u16), DropReason> {
         let e = &*self.engine;
         let t = &e.table;
         let seed = t.seed;
@@ -716,7 +731,7 @@ impl Worker {
 
     /// Inbound: the inside (address, port) for a packet to a public port, after filtering.
     #[inline]
-    fn lookup_in(&self, fl: &Flow, now: Time) -> Result<(u32, u16), DropReason> {
+    pub(super) fn lookup_in(&self, fl: &Flow, now: Time) -> Result<(u32, u16), DropReason> {
         let e = &*self.engine;
         let t = &e.table;
         let seed = t.seed;
@@ -830,7 +845,7 @@ fn dont_frag(f: &[u8]) -> bool {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub(super) enum Side {
     Src,
     Dst,
 }
@@ -839,7 +854,7 @@ enum Side {
 /// and transport checksums incrementally. With `partial`, the transport checksum field holds a
 /// pseudo-header sum and only the address change is folded into it.
 #[inline]
-fn rewrite(
+pub(super) fn rewrite(
     f: &mut [u8],
     l4: usize,
     proto: Proto,
@@ -848,22 +863,20 @@ fn rewrite(
     new_port: u16,
     partial: bool,
 ) {
-    let ip_off = L3 + if side == Side::Src { 12 } else { 16 };
-    let old_ip = be32(f, ip_off);
-    put32(f, ip_off, new_ip);
-    let ttl = f[L3 + 8];
-    let word_old = u16::from_be_bytes([ttl, f[L3 + 9]]);
-    let word_new = u16::from_be_bytes([ttl - 1, f[L3 + 9]]);
-    f[L3 + 8] = ttl - 1;
-    put16(
-        f,
-        L3 + 10,
-        csum_upd16(
-            csum_upd32(be16(f, L3 + 10), old_ip, new_ip),
-            word_old,
-            word_new,
-        ),
-    );
+    // Fixed-size views: one bounds check each, then constant offsets. `classify` guarantees the
+    // lengths; a frame that somehow falls short is left as it is.
+    let Some(Ok(ip)) = f.get_mut(L3..L3 + 20).map(<&mut [u8; 20]>::try_from) else {
+        return;
+    };
+    let ip_off = if side == Side::Src { 12 } else { 16 };
+    let old_ip = be32(ip, ip_off);
+    put32(ip, ip_off, new_ip);
+    let ttl = ip[8];
+    let word_old = u16::from_be_bytes([ttl, ip[9]]);
+    let word_new = u16::from_be_bytes([ttl.wrapping_sub(1), ip[9]]);
+    ip[8] = ttl.wrapping_sub(1);
+    let c = csum_upd16(csum_upd32(be16(ip, 10), old_ip, new_ip), word_old, word_new);
+    put16(ip, 10, c);
 
     let (port_off, csum_off) = match (proto, side) {
         (Proto::Tcp, Side::Src) => (0, 16),
@@ -872,9 +885,39 @@ fn rewrite(
         (Proto::Udp, Side::Dst) => (2, 6),
         (Proto::Icmp, _) => (4, 2),
     };
-    let old_port = be16(f, l4 + port_off);
-    put16(f, l4 + port_off, new_port);
-    let old_c = be16(f, l4 + csum_off);
+    let Some(Ok(h)) = f.get_mut(l4..l4 + 18).map(<&mut [u8; 18]>::try_from) else {
+        // Shorter than 18 bytes: UDP or ICMP in a minimal frame.
+        if let Some(Ok(h)) = f.get_mut(l4..l4 + 8).map(<&mut [u8; 8]>::try_from) {
+            l4_fix(
+                h, proto, port_off, csum_off, old_ip, new_ip, new_port, partial,
+            );
+        }
+        return;
+    };
+    l4_fix(
+        h, proto, port_off, csum_off, old_ip, new_ip, new_port, partial,
+    );
+}
+
+/// The transport half of [`rewrite`] on a header of `N` bytes (`N` covers both offsets).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // the rewrite's inputs, all plain values
+fn l4_fix<const N: usize>(
+    h: &mut [u8; N],
+    proto: Proto,
+    port_off: usize,
+    csum_off: usize,
+    old_ip: u32,
+    new_ip: u32,
+    new_port: u16,
+    partial: bool,
+) {
+    if port_off + 2 > N || csum_off + 2 > N {
+        return;
+    }
+    let old_port = be16(h, port_off);
+    put16(h, port_off, new_port);
+    let old_c = be16(h, csum_off);
     let c = match proto {
         Proto::Icmp => csum_upd16(old_c, old_port, new_port),
         _ if partial => !csum_upd32(!old_c, old_ip, new_ip),
@@ -888,7 +931,22 @@ fn rewrite(
             }
         }
     };
-    put16(f, l4 + csum_off, c);
+    put16(h, csum_off, c);
+}
+
+/// [`Ipv4::verify_checksum`] with the common 20-byte header summed from a fixed-size array.
+#[inline]
+fn ipv4_checksum_ok(ip: &[u8], header_len: usize) -> bool {
+    match ip.get(..20).map(<&[u8; 20]>::try_from) {
+        Some(Ok(h)) if header_len == 20 => {
+            let mut acc = 0u32;
+            for i in 0..10 {
+                acc += u16::from_be_bytes([h[2 * i], h[2 * i + 1]]) as u32;
+            }
+            fold2(acc) == 0xffff
+        }
+        _ => checksum::verify(ip.get(..header_len).unwrap_or_default(), 0),
+    }
 }
 
 /// [`checksum::fold`] for sums below 2^32: two end-around-carry steps always suffice, so no loop.

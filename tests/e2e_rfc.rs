@@ -1,0 +1,85 @@
+//! End-to-end RFC behaviours through rnat in a netns lab: traceroute across the NAT (ICMP error
+//! translation, RFC 5508) and hairpinning between two inside hosts (RFC 4787 REQ-9/9a).
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn e2e_rfc5508_traceroute_shows_every_hop() {
+    require_root!();
+    let lab = Lab::new();
+    let rnat = lab.start_rnat(&[]);
+    let out = lab.exec_timeout(
+        "h1",
+        &["traceroute", "-n", "-q", "1", "-w", "2", "-m", "5", SRV_IP],
+        Duration::from_secs(30),
+    );
+    let t = text(&out);
+    let hops: Vec<String> = t
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect();
+    assert_eq!(
+        hops,
+        [GW_INSIDE_IP, RTR_GW_SIDE_IP, SRV_IP],
+        "traceroute output:\n{t}\n{}",
+        rnat.stderr()
+    );
+}
+
+#[test]
+fn e2e_rfc4787_req9_hairpinning_between_inside_hosts() {
+    require_root!();
+    let lab = Lab::new();
+    let rnat = lab.start_rnat(&["--filtering", "endpoint-independent"]);
+    // h2: a UDP echo service on port 7000 that reports who it sees, with a mapping opened by a
+    // first packet to srv (so 203.0.113.1:7000 leads to it).
+    let seen = lab.temp_path("hairpin-peer");
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('0.0.0.0', 7000))\n\
+         s.sendto(b'open', ('{SRV_IP}', 9))\n\
+         s.settimeout(10)\n\
+         data, peer = s.recvfrom(2048)\n\
+         open('{}', 'w').write('%s:%d' % peer)\n\
+         s.sendto(data, peer)\n",
+        seen.display()
+    );
+    let _srv = lab.spawn("h2", &["python3", "-c", &script]);
+    lab.wait_listening("h2", "udp", 7000, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    let client = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('0.0.0.0', 6000))\n\
+         s.settimeout(5)\n\
+         s.sendto(b'hello neighbour', ('{GW_PUBLIC_IP}', 7000))\n\
+         data, peer = s.recvfrom(2048)\n\
+         print(data.decode(), '%s:%d' % peer)\n"
+    );
+    let out = lab.exec_timeout("h1", &["python3", "-c", &client], Duration::from_secs(10));
+    let t = text(&out);
+    assert!(
+        t.contains(&format!("hello neighbour {GW_PUBLIC_IP}:7000")),
+        "h1 got the echo from h2's public endpoint:\n{t}\n{}",
+        rnat.stderr()
+    );
+    let peer = std::fs::read_to_string(&seen).unwrap_or_default();
+    assert_eq!(
+        peer,
+        format!("{GW_PUBLIC_IP}:6000"),
+        "h2 sees h1's public address and port (REQ-9a), never 192.168.1.2"
+    );
+}
