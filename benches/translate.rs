@@ -295,6 +295,18 @@ fn profile(spec: &str) {
             let w = engine.worker();
             profile_loop(&w, &frames, reps, Time::from_secs(2));
         }
+        "established_batch" => {
+            let (engine, frames) = populated(n);
+            let w = engine.worker();
+            profile_batch_loop(&w, &frames, reps, Time::from_secs(2));
+        }
+        "new_batch" => {
+            let frames: Vec<[u8; 60]> = shuffled(n).into_iter().map(frame).collect();
+            let engine = Engine::new(config(n as usize)).unwrap();
+            let w = engine.worker();
+            profile_batch_loop(&w, &frames, n, Time::from_secs(1));
+            assert_eq!(engine.session_count(), n as usize);
+        }
         "new" => {
             let frames: Vec<[u8; 60]> = shuffled(n).into_iter().map(frame).collect();
             let engine = Engine::new(config(n as usize)).unwrap();
@@ -302,7 +314,33 @@ fn profile(spec: &str) {
             profile_loop(&w, &frames, n, Time::from_secs(1));
             assert_eq!(engine.session_count(), n as usize);
         }
-        _ => panic!("RNAT_PROFILE=established:N | new:N"),
+        _ => panic!("RNAT_PROFILE=established[_batch]:N | new[_batch]:N"),
+    }
+}
+
+#[inline(never)]
+fn profile_batch_loop(w: &rnat::nat::Worker, frames: &[[u8; 60]], reps: u32, now: Time) {
+    let mut scratch = [0u8; 1600];
+    let mut i = 0usize;
+    for _ in 0..reps / BATCH as u32 {
+        let mut batch = [[0u8; 60]; BATCH];
+        for f in &mut batch {
+            *f = frames[i];
+            i += 1;
+            if i == frames.len() {
+                i = 0;
+            }
+        }
+        w.process_batch(
+            Direction::Outbound,
+            &mut batch,
+            &[],
+            now,
+            &mut scratch,
+            |_, v, _| {
+                black_box(v);
+            },
+        );
     }
 }
 

@@ -605,3 +605,119 @@ impl Table {
                 .sum::<usize>()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::nat::{Config, Direction, Engine, FrameMeta, Time, Verdict};
+    use std::net::Ipv4Addr;
+
+    fn udp(src: u32, sport: u16, dst: u32, dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[12] = 0x08;
+        let ip = &mut f[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&46u16.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&src.to_be_bytes());
+        ip[16..20].copy_from_slice(&dst.to_be_bytes());
+        let c = crate::wire::checksum::checksum(ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f[38..40].copy_from_slice(&26u16.to_be_bytes());
+        f
+    }
+
+    /// `process_batch` gives the same verdicts, frames and table as `process` one by one, including
+    /// new flows, repeats inside one batch, replies to them, junk and a batch not a multiple of 16.
+    #[test]
+    fn batch_matches_single_frames() {
+        let cfg = Config {
+            public_addrs: vec![Ipv4Addr::new(203, 0, 113, 1), Ipv4Addr::new(203, 0, 113, 2)],
+            max_sessions: 1000,
+            shards: 4,
+            ..Config::default()
+        };
+        let (a, b) = (Engine::new(cfg.clone()).unwrap(), Engine::new(cfg).unwrap());
+        let (wa, wb) = (a.worker(), b.worker());
+        let mut out: Vec<Vec<u8>> = (0..45u32)
+            .map(|i| udp(0x0a00_0002 + i % 7, 1000 + (i % 5) as u16, 0xc633_6414, 53))
+            .collect();
+        out[9] = vec![1, 2, 3];
+        out[20][14] = 0x46;
+        let mut scratch = [0u8; 1600];
+        let now = Time::from_secs(1);
+        let single: Vec<(Verdict, Vec<u8>)> = out
+            .iter()
+            .map(|f| {
+                let mut f = f.clone();
+                let v = wa.process(
+                    Direction::Outbound,
+                    &mut f,
+                    FrameMeta::default(),
+                    now,
+                    &mut scratch,
+                );
+                (v, f)
+            })
+            .collect();
+        let mut verdicts = Vec::new();
+        wb.process_batch(
+            Direction::Outbound,
+            &mut out,
+            &[],
+            now,
+            &mut scratch,
+            |i, v, _| verdicts.push((i, v)),
+        );
+        assert_eq!(verdicts.len(), single.len());
+        for (i, (v, f)) in single.iter().enumerate() {
+            assert_eq!(verdicts[i], (i, *v));
+            assert_eq!(&out[i], f, "frame {i}");
+        }
+        // Replies come back the same way.
+        let mut replies: Vec<Vec<u8>> = single
+            .iter()
+            .filter(|(v, _)| *v == Verdict::Forward)
+            .map(|(_, f)| {
+                let (src, dst) = (&f[26..30], &f[30..34]);
+                let sport = u16::from_be_bytes([f[34], f[35]]);
+                let dport = u16::from_be_bytes([f[36], f[37]]);
+                let s = u32::from_be_bytes(src.try_into().unwrap());
+                let d = u32::from_be_bytes(dst.try_into().unwrap());
+                udp(d, dport, s, sport)
+            })
+            .collect();
+        let expect: Vec<(Verdict, Vec<u8>)> = replies
+            .iter()
+            .map(|f| {
+                let mut f = f.clone();
+                let v = wa.process(
+                    Direction::Inbound,
+                    &mut f,
+                    FrameMeta::default(),
+                    now,
+                    &mut scratch,
+                );
+                (v, f)
+            })
+            .collect();
+        let mut got = Vec::new();
+        wb.process_batch(
+            Direction::Inbound,
+            &mut replies,
+            &[],
+            now,
+            &mut scratch,
+            |_, v, _| got.push(v),
+        );
+        for (i, (v, f)) in expect.iter().enumerate() {
+            assert_eq!(*v, Verdict::Forward);
+            assert_eq!(got[i], *v);
+            assert_eq!(&replies[i], f);
+        }
+        assert_eq!(a.session_count(), b.session_count());
+        assert_eq!(a.stats(), b.stats());
+    }
+}
