@@ -313,7 +313,15 @@ fn ports_stay_inside_configured_ranges() {
     let v = n
         .out(udp([192, 168, 1, 99], 5000, SRV, 53, b"x"), t(1))
         .unwrap_err();
-    assert_eq!(v, Verdict::Drop(DropReason::NoPorts));
+    let Verdict::Reply(len) = v else {
+        panic!("expected ICMP code 13, got {v:?}")
+    };
+    assert_eq!(
+        (n.scratch[34], n.scratch[35]),
+        (3, 13),
+        "destination unreachable, admin prohibited"
+    );
+    assert!(len > 42);
     assert_eq!(n.stats().dropped(DropReason::NoPorts), 1);
     // Existing mappings are unaffected.
     assert!(
@@ -334,16 +342,12 @@ fn rfc6888_req8_freed_port_rests_before_reuse() {
     // UDP timer (300 s) runs out; the sweep frees the mapping.
     assert_eq!(n.w.engine().expire(t(300)), 1);
     assert_eq!(n.w.engine().mapping_count(), 0);
-    // Another host wants the port during the cool-down: refused.
-    assert_eq!(
-        n.out(udp(H2, 40000, SRV, 53, b"x"), t(301)).unwrap_err(),
-        Verdict::Drop(DropReason::NoPorts)
-    );
-    assert_eq!(
-        n.out(udp(H2, 40000, SRV, 53, b"x"), t(300 + 119))
-            .unwrap_err(),
-        Verdict::Drop(DropReason::NoPorts)
-    );
+    // Another host wants the port during the cool-down: refused (with ICMP code 13).
+    for at in [301, 300 + 119] {
+        let v = n.out(udp(H2, 40000, SRV, 53, b"x"), t(at)).unwrap_err();
+        assert!(matches!(v, Verdict::Reply(_)), "{v:?}");
+    }
+    assert_eq!(n.stats().dropped(DropReason::NoPorts), 2);
     // After 120 s of rest it is free again.
     assert_eq!(
         check(&n.out(udp(H2, 40000, SRV, 53, b"x"), t(300 + 122)).unwrap()).sport,
@@ -834,4 +838,38 @@ fn engine_rejects_bad_config() {
         })
         .is_err()
     );
+}
+
+#[test]
+fn rfc5508_req8_out_of_ports_answered_with_code_13_rate_limited() {
+    let mut c = cfg();
+    c.port_ranges = vec![PortRange::new(40000, 40000)];
+    let mut n = Nat::new(c);
+    let orig = udp(H1, 40000, SRV, 53, b"x");
+    assert!(n.out(orig, t(1)).is_ok());
+    let mut replies = 0;
+    for i in 0..250u16 {
+        let f = udp(H2, 1000 + i, SRV, 53, b"new flow");
+        match n.out(f.clone(), t(1)).unwrap_err() {
+            Verdict::Reply(len) => {
+                replies += 1;
+                let r = n.scratch[..len].to_vec();
+                assert_eq!(&r[26..30], &GW_IN, "from the gateway's inside address");
+                assert_eq!(&r[30..34], &H2);
+                assert_eq!((r[34], r[35]), (3, 13));
+                assert_eq!(&r[42..], &f[14..], "quotes the refused packet");
+                assert!(rnat::wire::checksum::verify(&r[34..], 0));
+            }
+            Verdict::Drop(DropReason::NoPorts) => {}
+            v => panic!("{v:?}"),
+        }
+    }
+    assert_eq!(replies, 100, "rate-limited to 100 a second");
+    assert_eq!(n.stats().dropped(DropReason::NoPorts), 250);
+    // The next second has a fresh budget; the existing flow was never affected.
+    assert!(matches!(
+        n.out(udp(H2, 7, SRV, 53, b"x"), t(2)),
+        Err(Verdict::Reply(_))
+    ));
+    assert!(n.out(udp(H1, 40000, SRV, 53, b"x"), t(2)).is_ok());
 }

@@ -33,6 +33,9 @@ pub enum Verdict {
     Hairpin,
     /// Drop the frame; the reason is counted.
     Drop(DropReason),
+    /// A fragment that arrived before its first fragment: the engine kept a copy and will hand
+    /// it, translated, to [`Worker::take_released`] (counted; nothing to send now).
+    Held,
 }
 
 /// Offload state of a received frame, as the datapath learned it from the kernel.
@@ -78,7 +81,15 @@ pub struct Engine {
 pub struct Worker {
     engine: Arc<Engine>,
     pub(super) stats: Arc<WorkerStats>,
+    /// Fragment tracker (RFC 4787 REQ-14); only this worker locks it.
+    pub(super) frags: Mutex<super::fragment::Fragments>,
+    /// Rate limit of generated ICMP errors: (second, errors sent in it).
+    icmp_budget: std::cell::Cell<(u32, u32)>,
 }
+
+/// At most this many ICMP errors per second per worker about refused new flows (RFC 1812 asks
+/// routers to rate-limit the errors they generate).
+const ICMP_REFUSAL_RATE: u32 = 100;
 
 #[inline]
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -150,6 +161,8 @@ impl Engine {
         Worker {
             engine: self.clone(),
             stats,
+            frags: Mutex::new(super::fragment::Fragments::new(self.table.seed)),
+            icmp_budget: std::cell::Cell::new((0, 0)),
         }
     }
 
@@ -397,7 +410,7 @@ impl Worker {
             Verdict::Drop(r) => self.stats.count_drop(r),
             Verdict::Kernel => self.stats.bump(Counter::Kernel),
             Verdict::Reply(_) => self.stats.bump(Counter::IcmpGenerated),
-            Verdict::Forward | Verdict::Hairpin => {}
+            Verdict::Forward | Verdict::Hairpin | Verdict::Held => {}
         }
         v
     }
@@ -468,9 +481,19 @@ impl Worker {
         let t = &self.engine.table;
         match dir {
             Direction::Outbound => {
-                let si = t.shard_of(map_hash(t.seed, p, src, sport));
+                let mh = map_hash(t.seed, p, src, sport);
+                let si = t.shard_of(mh);
                 let h = sess_hash(t.seed, p, src, sport, dst, dport);
-                t.sess_views.get(si).map_or(0, |v| v.touch(h))
+                let w = t.sess_views.get(si).map_or(0, |v| v.touch(h));
+                if w as u32 == h as u32 {
+                    return w; // Likely an established flow: that slot is all it needs.
+                }
+                // Likely a new flow: it will also look up its mapping and try to claim its own
+                // port on the address paired with its source.
+                let n_pub = self.engine.cfg.public_addrs.len().max(1) as u64;
+                let pub_idx = (mix(t.seed, src as u64, 0x9a1) % n_pub) as u8;
+                w ^ t.map_views.get(si).map_or(0, |v| v.touch(mh))
+                    ^ t.ports.owner(pub_idx, proto, sport) as u64
             }
             Direction::Inbound => {
                 let Some(pub_idx) = t.addrs.public_index(dst) else {
@@ -565,6 +588,9 @@ impl Worker {
             Err(Verdict::Drop(DropReason::UnsupportedIcmp)) if super::icmp::is_icmp_error(f) => {
                 return self.icmp_error(Direction::Outbound, f, now);
             }
+            Err(Verdict::Drop(DropReason::Fragment)) => {
+                return self.fragment(Direction::Outbound, f, meta, now);
+            }
             Err(v) => return v,
         };
         let e = &*self.engine;
@@ -591,7 +617,7 @@ impl Worker {
         }
         let (pub_ip, pub_port) = match self.lookup_out(&fl, now) {
             Ok(x) => x,
-            Err(r) => return Verdict::Drop(r),
+            Err(r) => return self.refuse(f, &fl, r, now, scratch),
         };
         rewrite(
             f,
@@ -612,6 +638,9 @@ impl Worker {
             Ok(fl) => fl,
             Err(Verdict::Drop(DropReason::UnsupportedIcmp)) if super::icmp::is_icmp_error(f) => {
                 return self.icmp_error(Direction::Inbound, f, now);
+            }
+            Err(Verdict::Drop(DropReason::Fragment)) => {
+                return self.fragment(Direction::Inbound, f, meta, now);
             }
             Err(v) => return v,
         };
@@ -805,6 +834,29 @@ impl Worker {
         s.pkts_in = 1;
         s.bytes = fl.ip_len as u64;
         Ok((in_ip, in_port))
+    }
+
+    /// A new flow that cannot be given a port or a session (RFC 5508 REQ-8, RFC 6888 REQ-11): drop
+    /// it and tell the sender with ICMP destination-unreachable code 13 (communication
+    /// administratively prohibited), rate-limited. Existing sessions are not affected.
+    fn refuse(&self, f: &[u8], fl: &Flow, r: DropReason, now: Time, scratch: &mut [u8]) -> Verdict {
+        let from = self.engine.cfg.inside_addr.map_or(0, u32::from);
+        let resource = matches!(r, DropReason::NoPorts | DropReason::TableFull);
+        let (sec, n) = self.icmp_budget.get();
+        let this = now.secs_u32();
+        let n = if sec == this { n } else { 0 };
+        if !resource || from == 0 || n >= ICMP_REFUSAL_RATE {
+            return Verdict::Drop(r);
+        }
+        let (t, c) = (Icmp::DEST_UNREACHABLE, Icmp::CODE_ADMIN_PROHIBITED);
+        match icmp_error(scratch, f, fl.ip_len, t, c, 0, from) {
+            Some(len) => {
+                self.icmp_budget.set((this, n + 1));
+                self.stats.count_drop(r);
+                Verdict::Reply(len)
+            }
+            None => Verdict::Drop(r),
+        }
     }
 
     fn ttl_exceeded(&self, f: &[u8], ip_len: usize, from: u32, scratch: &mut [u8]) -> Verdict {
