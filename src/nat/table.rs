@@ -567,20 +567,26 @@ pub(crate) struct Table {
     pub addrs: AddrSets,
     /// Lock-free views of each shard's session index, for the batch path's warming pass.
     pub sess_views: Box<[IndexView]>,
+    /// The same for each shard's mapping index.
+    pub map_views: Box<[IndexView]>,
 }
 
 impl Table {
     pub fn new(cfg: &Config) -> Self {
         let n = cfg.shards.clamp(1, 256).next_power_of_two();
         let per = cfg.max_sessions.div_ceil(n);
-        // Hash imbalance across shards: give each shard some slack over its even share.
-        let cap = (per + per / 8 + 64).min((1 << 23) - 2);
+        // Hash imbalance across shards: give each shard some slack over its even share. With
+        // uniform hashing a shard's load is binomial (standard deviation about sqrt(per)): 4 of
+        // those plus 1/64 (for flows that cluster on one inside endpoint), at least 64.
+        let sd = (per as f64).sqrt() as usize;
+        let cap = (per + (4 * sd + per / 64).max(64)).min((1 << 23) - 2);
         let with_peers = [cfg.filtering_tcp, cfg.filtering_udp, cfg.filtering_icmp]
             .contains(&super::config::Filtering::AddressDependent);
         let shards: Box<[Mutex<Shard>]> = (0..n)
             .map(|i| Mutex::new(Shard::new(cap, with_peers, mix(cfg.seed, i as u64, 0x7a6e))))
             .collect();
         let sess_views = shards.iter().map(|s| s.lock().sess_index.view()).collect();
+        let map_views = shards.iter().map(|s| s.lock().map_index.view()).collect();
         Table {
             shards,
             shard_mask: n - 1,
@@ -588,6 +594,7 @@ impl Table {
             seed: cfg.seed,
             addrs: AddrSets::new(cfg),
             sess_views,
+            map_views,
         }
     }
 
