@@ -7,4 +7,7 @@ pub mod control;
 pub mod datapath;
 pub mod gateway;
 pub mod nat;
+pub mod observe;
+pub mod preflight;
+pub mod settings;
 pub mod wire;

@@ -1,116 +1,262 @@
-//! `rnat --inside IF --outside IF`: the gateway binary.
+//! `rnat --inside IF --outside IF`: the gateway binary; `rnat sessions|stats|flush|top|check`:
+//! its clients and preflight.
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use rnat::control::host::{self, HostSetup};
 use rnat::control::netlink::{Interface, Watcher};
 use rnat::datapath::{AfPacket, AfPacketOptions, Backend, PnetOptions, PnetPort, Port};
 use rnat::gateway::{GatewayStats, GatewayWorker, Link, engine_time};
-use rnat::nat::{Config, Engine, Filtering, PortRange, Prefix, Timeouts};
+use rnat::nat::{Config, Engine, PortRange, Timeouts};
+use rnat::observe::maplog::MappingLog;
+use rnat::observe::socket::{self, Request};
+use rnat::observe::{self as obs, Observer, SessionFilter};
+use rnat::settings::{GatewayArgs, LogFormat, Settings};
+use std::io::IsTerminal as _;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// A userspace NAT gateway: translates the private addresses behind --inside to the public
-/// address of --outside.
+/// address of --outside. Without a subcommand it runs the gateway; the subcommands talk to a
+/// running one (sessions, stats, flush, top) or check the host (check).
 #[derive(Parser, Debug)]
-#[command(name = "rnat", version, about)]
+#[command(name = "rnat", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
-    /// Interface facing the private hosts.
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    gw: GatewayArgs,
+}
+
+/// Which running instance a client subcommand talks to.
+#[derive(Args, Debug, Clone)]
+struct Target {
+    /// The instance's inside interface (needed when several run).
     #[arg(long, value_name = "IF")]
-    inside: String,
-    /// Interface facing the public network; its primary IPv4 address is the public address.
+    inside: Option<String>,
+    /// The instance's outside interface (needed when several run).
     #[arg(long, value_name = "IF")]
-    outside: String,
-    /// Public address(es) to translate to (repeatable). Default: the outside interface's primary
-    /// IPv4 address.
-    #[arg(long = "public", value_name = "ADDR")]
-    public: Vec<Ipv4Addr>,
-    /// Public ports (and ICMP identifiers) rnat may use, e.g. `1024-32767,61000-65535`. Default:
-    /// 1024-65535 minus the host's ephemeral range (net.ipv4.ip_local_port_range), so the host's
-    /// own connections on the same address keep working.
-    #[arg(long, value_name = "RANGES")]
-    ports: Option<String>,
-    /// Inside prefixes (repeatable); outbound packets from other sources are dropped. Default: the
-    /// inside interface's IPv4 prefixes.
-    #[arg(long = "inside-prefix", value_name = "PREFIX")]
-    inside_prefix: Vec<Prefix>,
-    /// Filtering mode for all protocols: endpoint-independent, address-dependent or
-    /// address-and-port-dependent.
-    #[arg(long, default_value = "address-and-port-dependent")]
-    filtering: Filtering,
-    /// Override the filtering mode for TCP.
-    #[arg(long)]
-    filtering_tcp: Option<Filtering>,
-    /// Override the filtering mode for UDP.
-    #[arg(long)]
-    filtering_udp: Option<Filtering>,
-    /// Override the filtering mode for ICMP queries.
-    #[arg(long)]
-    filtering_icmp: Option<Filtering>,
-    /// UDP mapping idle timeout, seconds (RFC 4787: at least 120, default 300).
-    #[arg(long, default_value_t = 300)]
-    udp_timeout: u64,
-    /// TCP established idle timeout, seconds (RFC 5382: at least 7440).
-    #[arg(long, default_value_t = 7440)]
-    tcp_established_timeout: u64,
-    /// TCP transitory (closing, reset) timeout, seconds (RFC 5382: at least 240).
-    #[arg(long, default_value_t = 240)]
-    tcp_transitory_timeout: u64,
-    /// TCP opening (SYN seen one way) timeout, seconds.
-    #[arg(long, default_value_t = 240)]
-    tcp_opening_timeout: u64,
-    /// ICMP query timeout, seconds (RFC 5508: at least 60).
-    #[arg(long, default_value_t = 60)]
-    icmp_timeout: u64,
-    /// Accept timeouts below the RFC minimums (labs, tests).
-    #[arg(long)]
-    allow_short_timeouts: bool,
-    /// A freed public port is not reused for this many seconds (RFC 6888: 120).
-    #[arg(long, default_value_t = 120)]
-    port_cooldown: u64,
-    /// Maximum number of sessions (memory is reserved for them at start).
-    #[arg(long, default_value_t = 1 << 20)]
-    max_sessions: usize,
-    /// Datapath backend: af_packet (mmap rings, the default) or pnet (portable fallback).
-    #[arg(long, default_value = "af_packet")]
-    backend: Backend,
-    /// Switch NIC offloads off on both interfaces for the run (not needed: rnat handles GSO and
-    /// partial checksums).
-    #[arg(long)]
-    offloads_off: bool,
-    /// Do not add rnat's ports to net.ipv4.ip_local_reserved_ports.
-    #[arg(long)]
-    no_reserve_ports: bool,
-    /// Directory for lock and state files.
-    #[arg(long, default_value = host::RUN_DIR)]
+    outside: Option<String>,
+    /// The instance's run directory.
+    #[arg(long, value_name = "DIR", default_value = host::RUN_DIR)]
     run_dir: PathBuf,
-    /// Print the translation table to stdout every N seconds (0: never).
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    show_sessions: u64,
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, default_value = "info")]
-    log_level: String,
+}
+
+impl Target {
+    fn socket(&self) -> Result<PathBuf> {
+        socket::find_socket(
+            &self.run_dir,
+            self.inside.as_deref(),
+            self.outside.as_deref(),
+        )
+    }
+}
+
+/// Session selection of `sessions` and `top`.
+#[derive(Args, Debug, Clone)]
+struct Select {
+    /// Only this protocol.
+    #[arg(long, value_parser = ["tcp", "udp", "icmp"])]
+    proto: Option<String>,
+    /// Only sessions whose inside, public or remote address is IP.
+    #[arg(long, value_name = "IP")]
+    addr: Option<Ipv4Addr>,
+}
+
+impl Select {
+    fn filter(&self) -> SessionFilter {
+        SessionFilter {
+            proto: self.proto.clone(),
+            addr: self.addr,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Print the translation table of the running gateway.
+    Sessions {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        select: Select,
+        /// JSON output (an array of sessions).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the counters of the running gateway.
+    Stats {
+        #[command(flatten)]
+        target: Target,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove sessions (and their mappings) from the running gateway.
+    Flush {
+        #[command(flatten)]
+        target: Target,
+        /// Only the sessions of this inside address.
+        #[arg(long, value_name = "IP")]
+        addr: Option<Ipv4Addr>,
+    },
+    /// Live view of the busiest sessions and the rates.
+    Top {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        select: Select,
+        /// Seconds between refreshes (0.2 to 60).
+        #[arg(long, default_value_t = 1.0, value_name = "S")]
+        interval: f64,
+        /// Stop after N refreshes.
+        #[arg(long, value_name = "N")]
+        iterations: Option<u64>,
+        /// One refresh, then exit (same as --iterations 1).
+        #[arg(long)]
+        once: bool,
+        /// Sessions shown.
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        limit: usize,
+    },
+    /// Check the host for what would stop rnat working on these interfaces, and how to fix it.
+    Check {
+        /// Interface facing the private hosts.
+        #[arg(long, value_name = "IF")]
+        inside: String,
+        /// Interface facing the public network.
+        #[arg(long, value_name = "IF")]
+        outside: String,
+    },
+}
+
+type LogHandle = reload::Handle<EnvFilter, Registry>;
+
+/// Installs the subscriber; the handle reloads the level (None when RUST_LOG rules).
+fn init_logging(level: &str, format: LogFormat) -> Option<LogHandle> {
+    let (filter, from_env) = match EnvFilter::try_from_default_env() {
+        Ok(f) => (f, true),
+        Err(_) => (EnvFilter::new(level), false),
+    };
+    let (layer, handle) = reload::Layer::new(filter);
+    let (plain, json) = match format {
+        LogFormat::Plain => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            ),
+            None,
+        ),
+        LogFormat::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            ),
+        ),
+    };
+    tracing_subscriber::registry()
+        .with(layer)
+        .with(plain)
+        .with(json)
+        .init();
+    (!from_env).then_some(handle)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = match cli.cmd {
+        Some(cmd) => {
+            init_logging("warn", LogFormat::Plain);
+            client(cmd)
+        }
+        None => match Settings::resolve(&cli.gw) {
+            Ok(settings) => {
+                let log = init_logging(&settings.log_level, settings.log_format);
+                run(cli.gw, settings, log)
+            }
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("rnat: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn client(cmd: Cmd) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Sessions {
+            target,
+            select,
+            json,
+        } => {
+            let r = socket::request(
+                &target.socket()?,
+                &Request::Sessions {
+                    filter: select.filter(),
+                },
+            )?;
+            let rows = r.sessions.unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", obs::format_sessions(&rows));
+            }
+        }
+        Cmd::Stats { target, json } => {
+            let r = socket::request(&target.socket()?, &Request::Stats)?;
+            let st = r.stats.unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{}", obs::format_stats(&st));
+            }
+        }
+        Cmd::Flush { target, addr } => {
+            let r = socket::request(&target.socket()?, &Request::Flush { addr })?;
+            println!("flushed {} sessions", r.flushed.unwrap_or(0));
+        }
+        Cmd::Top {
+            target,
+            select,
+            interval,
+            iterations,
+            once,
+            limit,
+        } => {
+            if !(0.2..=60.0).contains(&interval) {
+                bail!("--interval must be between 0.2 and 60 seconds");
+            }
+            let opts = obs::top::TopOptions {
+                interval: Duration::from_secs_f64(interval),
+                iterations: if once { Some(1) } else { iterations },
+                limit,
+                filter: select.filter(),
+            };
+            obs::top::run(&target.socket()?, &opts)?;
+        }
+        Cmd::Check { inside, outside } => {
+            let report = rnat::preflight::check(&inside, &outside);
+            print!("{}", report.render());
+            if report.blockers() > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// 1024-65535 minus the host's ephemeral port range.
@@ -184,18 +330,58 @@ fn open_port(backend: Backend, ifname: &str, mtu: usize) -> Result<Box<dyn Port>
     Ok(port)
 }
 
-fn run(cli: Cli) -> Result<()> {
-    if cli.inside == cli.outside {
-        bail!("--inside and --outside must be different interfaces");
-    }
+fn run(args: GatewayArgs, cli: Settings, log: Option<LogHandle>) -> Result<ExitCode> {
     host::check_privileges()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(cli))
+    rt.block_on(serve(args, cli, log))?;
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(cli: Cli) -> Result<()> {
+/// SIGHUP: re-reads the configuration file and applies what can change live (log level, the
+/// mapping log, `show-sessions`); the rest is reported as needing a restart. A bad file is
+/// rejected and the running configuration kept.
+fn reload(args: &GatewayArgs, running: &mut Settings, log: Option<&LogHandle>) {
+    let Some(file) = &args.config else {
+        tracing::warn!("SIGHUP: no --config file to reload");
+        return;
+    };
+    let new = match Settings::resolve(args) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(
+                "configuration reload rejected, keeping the running configuration: {e:#}"
+            );
+            return;
+        }
+    };
+    if new.log_level != running.log_level {
+        match log {
+            Some(h) => match h.reload(EnvFilter::new(&new.log_level)) {
+                Ok(()) => running.log_level = new.log_level.clone(),
+                Err(e) => tracing::warn!("cannot change the log level: {e}"),
+            },
+            None => tracing::warn!("log level not changed: RUST_LOG is set"),
+        }
+    }
+    running.log_mappings = new.log_mappings;
+    running.show_sessions = new.show_sessions;
+    let fixed = running.needs_restart(&new);
+    if !fixed.is_empty() {
+        tracing::warn!(
+            "{} changed in {} but cannot change while running; restart rnat to apply",
+            fixed.join(", "),
+            file.display()
+        );
+    }
+    tracing::info!(
+        file = %file.display(), log_level = %running.log_level,
+        log_mappings = running.log_mappings, "configuration reloaded"
+    );
+}
+
+async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> Result<()> {
     let watcher = Watcher::start().await.context("netlink discovery")?;
     let snap = watcher.snapshot();
     let (out_if, out_addr) = snap.ipv4_interface(&cli.outside)?;
@@ -221,9 +407,9 @@ async fn serve(cli: Cli) -> Result<()> {
         port_ranges,
         inside_prefixes,
         inside_addr: Some(in_addr.addr),
-        filtering_tcp: cli.filtering_tcp.unwrap_or(cli.filtering),
-        filtering_udp: cli.filtering_udp.unwrap_or(cli.filtering),
-        filtering_icmp: cli.filtering_icmp.unwrap_or(cli.filtering),
+        filtering_tcp: cli.filtering_tcp,
+        filtering_udp: cli.filtering_udp,
+        filtering_icmp: cli.filtering_icmp,
         timeouts: Timeouts {
             udp: Duration::from_secs(cli.udp_timeout),
             tcp_established: Duration::from_secs(cli.tcp_established_timeout),
@@ -238,6 +424,7 @@ async fn serve(cli: Cli) -> Result<()> {
         seed: random_seed(),
         outside_mtu: outside.mtu.min(65535) as u16,
         inside_mtu: inside.mtu.min(65535) as u16,
+        ..Config::default()
     };
     let short = cfg.rfc_timer_violations();
     if !short.is_empty() && !cli.allow_short_timeouts {
@@ -250,7 +437,7 @@ async fn serve(cli: Cli) -> Result<()> {
     let engine = Engine::new(cfg.clone())?;
 
     let mut setup = HostSetup::from_config(&cli.inside, &cli.outside, &cfg, snap.local_addrs());
-    setup.reserve_ports = !cli.no_reserve_ports;
+    setup.reserve_ports = cli.reserve_ports;
     setup.offloads_off = cli.offloads_off;
     setup.run_dir = cli.run_dir.clone();
     let mut guard = setup.apply()?;
@@ -263,6 +450,20 @@ async fn serve(cli: Cli) -> Result<()> {
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let gw_stats = Arc::new(GatewayStats::default());
+    let observer = Observer::new(engine.clone(), gw_stats.clone(), epoch);
+    // The control socket (after the interface locks: they make a socket file left by a dead
+    // instance safe to replace) and the metrics listener, both before "ready".
+    let (ctl_listener, ctl_file) =
+        socket::bind(socket::socket_path(&cli.run_dir, &cli.inside, &cli.outside))?;
+    let ctl_task = tokio::spawn(socket::serve(ctl_listener, observer.clone()));
+    let metrics_task = match cli.metrics_listen {
+        Some(addr) => {
+            let l = obs::metrics::bind(addr).await?;
+            tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+            Some(tokio::spawn(obs::metrics::serve(l, observer.clone())))
+        }
+        None => None,
+    };
     let mut gw = GatewayWorker::new(
         engine.worker(),
         (in_port, inside.clone()),
@@ -276,6 +477,7 @@ async fn serve(cli: Cli) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let backend = cli.backend;
     let thread = std::thread::Builder::new()
         .name("rnat-worker".into())
@@ -284,7 +486,8 @@ async fn serve(cli: Cli) -> Result<()> {
     let publics: Vec<String> = cfg.public_addrs.iter().map(|a| a.to_string()).collect();
     tracing::info!(
         inside = %cli.inside, outside = %cli.outside, public = %publics.join(","),
-        ports = %host::format_ranges(&cfg.port_ranges), backend = ?backend, "translating"
+        ports = %host::format_ranges(&cfg.port_ranges), backend = ?backend,
+        control = %ctl_file.path().display(), "translating"
     );
     eprintln!(
         "rnat: ready (inside {} -> outside {} as {})",
@@ -295,10 +498,19 @@ async fn serve(cli: Cli) -> Result<()> {
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks: u64 = 0;
+    let mut maplog = cli.log_mappings.then(MappingLog::new);
     let result = loop {
         tokio::select! {
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
+            _ = sighup.recv() => {
+                reload(&args, &mut cli, log.as_ref());
+                match (&maplog, cli.log_mappings) {
+                    (None, true) => maplog = Some(MappingLog::new()),
+                    (Some(_), false) => maplog = None,
+                    _ => {}
+                }
+            }
             _ = tick.tick() => {
                 ticks += 1;
                 let now = engine_time(epoch, Instant::now());
@@ -306,8 +518,11 @@ async fn serve(cli: Cli) -> Result<()> {
                 if removed > 0 {
                     tracing::debug!(removed, "expired sessions");
                 }
+                if let Some(m) = maplog.as_mut() {
+                    m.tick(&engine.sessions(now));
+                }
                 if cli.show_sessions > 0 && ticks.is_multiple_of(cli.show_sessions) {
-                    print_sessions(&engine, now);
+                    print!("{}", obs::format_sessions(&observer.sessions(&SessionFilter::default())));
                 }
                 if thread.is_finished() {
                     break Err(anyhow::anyhow!("the datapath thread stopped"));
@@ -316,10 +531,18 @@ async fn serve(cli: Cli) -> Result<()> {
         }
     };
     stop.store(true, Ordering::Relaxed);
+    ctl_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    drop(ctl_file);
     match thread.join() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!("datapath: {e}"),
         Err(_) => tracing::error!("datapath thread panicked"),
+    }
+    if let Some(m) = maplog.as_mut() {
+        m.finish();
     }
     guard.undo()?;
     let s = engine.stats();
@@ -330,27 +553,4 @@ async fn serve(cli: Cli) -> Result<()> {
         "stopped; host settings restored"
     );
     result
-}
-
-fn print_sessions(engine: &Engine, now: rnat::nat::Time) {
-    let mut s = engine.sessions(now);
-    s.sort_by_key(|s| (s.inside, s.remote));
-    println!(
-        "{:<5} {:<21}    {:<21}    {:<21} {:<12} {:>6} {:>8} {:>8}",
-        "PROTO", "INSIDE", "PUBLIC", "REMOTE", "STATE", "IDLE", "PKTS", "BYTES"
-    );
-    for s in &s {
-        println!(
-            "{:<5} {:<21} -> {:<21} <> {:<21} {:<12} {:>5}s {:>8} {:>8}",
-            s.proto.name(),
-            s.inside.to_string(),
-            s.public.to_string(),
-            s.remote.to_string(),
-            s.state,
-            s.idle.as_secs(),
-            s.pkts_out as u64 + s.pkts_in as u64,
-            s.bytes
-        );
-    }
-    println!("({} sessions)", s.len());
 }
