@@ -251,7 +251,8 @@ impl GatewayWorker {
         let rx_link = rx.link.clone();
         let rx_neigh = &mut rx.neigh;
         let rx_out = &mut rx.out;
-        rx.port
+        let n = rx
+            .port
             .rx(timeout, &mut |frame: &mut [u8], info: &FrameInfo| {
                 if frame.len() < Ethernet::HEADER_LEN {
                     return;
@@ -302,9 +303,21 @@ impl GatewayWorker {
                             None => GatewayStats::bump(&stats.no_neighbour),
                         }
                     }
-                    Verdict::Kernel | Verdict::Drop(_) => {}
+                    Verdict::Kernel | Verdict::Drop(_) | Verdict::Held => {}
                 }
-            })
+            })?;
+        // Fragments that arrived before their first fragment, released (translated) by it in
+        // this batch: all travel in `dir`.
+        worker.take_released(|_, frame| {
+            let dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
+            if let Some(mac) = next_hop_mac(snap, tx, dst, now_i, stats) {
+                let mut e = Ethernet::new_unchecked(&mut *frame);
+                e.set_dst(mac);
+                e.set_src(tx.link.mac);
+                send(tx, frame, &FrameInfo::default(), frag_buf, stats);
+            }
+        });
+        Ok(n)
     }
 }
 

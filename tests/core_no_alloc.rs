@@ -55,11 +55,41 @@ fn per_packet_path_does_not_allocate() {
         frames.push((Inbound, udp(SRV, 53, PUB, 1000 + i, b"stray-or-reply")));
         frames.push((Outbound, echo_request(h, SRV, i, 1)));
     }
+    // Fragmented datagrams, in order and reversed, both ways (the tracker's pool is reserved
+    // when the worker is created).
+    for i in 0..200u16 {
+        let h = [192, 168, 2, i as u8];
+        let mut big = udp(h, 3000 + i, SRV, 53, &[7u8; 3000]);
+        big[18..22].copy_from_slice(&[(i >> 8) as u8, i as u8, 0, 0]);
+        big[24..26].copy_from_slice(&[0, 0]);
+        let c = rnat::wire::checksum::checksum(&big[14..34]);
+        big[24..26].copy_from_slice(&c.to_be_bytes());
+        let mut frs = Vec::new();
+        rnat::wire::frag::fragment(&big, 14, 1280, &mut Vec::new(), |f| frs.push(f.to_vec()))
+            .unwrap();
+        if i % 2 == 1 {
+            frs.reverse();
+        }
+        frames.extend(frs.into_iter().map(|f| (Outbound, f)));
+        let mut back = udp(SRV, 53, PUB, 3000 + i, &[9u8; 3000]);
+        back[18..22].copy_from_slice(&[(i >> 8) as u8, i as u8, 0, 0]);
+        back[24..26].copy_from_slice(&[0, 0]);
+        let c = rnat::wire::checksum::checksum(&back[14..34]);
+        back[24..26].copy_from_slice(&c.to_be_bytes());
+        let mut frs = Vec::new();
+        rnat::wire::frag::fragment(&back, 14, 1280, &mut Vec::new(), |f| frs.push(f.to_vec()))
+            .unwrap();
+        if i % 2 == 0 {
+            frs.reverse();
+        }
+        frames.extend(frs.into_iter().map(|f| (Inbound, f)));
+    }
     let mut ttl1 = udp(H1, 5, SRV, 5, b"ttl");
     ttl1[22] = 1;
     frames.push((Outbound, ttl1));
     let before = ALLOCS.load(Ordering::Relaxed);
     let mut forwarded = 0;
+    let mut released = 0;
     for (dir, f) in frames.iter_mut() {
         if w.process(
             *dir,
@@ -71,10 +101,12 @@ fn per_packet_path_does_not_allocate() {
         {
             forwarded += 1;
         }
+        w.take_released(|_, _| released += 1);
     }
     let expired = e.expire(Time::from_secs(100_000));
     let after = ALLOCS.load(Ordering::Relaxed);
     assert!(forwarded > 20_000, "{forwarded}");
     assert!(expired > 10_000);
+    assert_eq!(released, 400, "held fragments released");
     assert_eq!(after - before, 0, "allocations on the packet path");
 }

@@ -5,6 +5,7 @@
 
 pub mod config;
 mod engine;
+mod fragment;
 mod hairpin;
 mod icmp;
 mod index;

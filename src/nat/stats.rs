@@ -21,7 +21,7 @@ pub enum DropReason {
     NoPorts,
     /// The session table is full.
     TableFull,
-    /// A fragment (not yet handled).
+    /// A fragment rnat does not translate (of a hairpinned datagram).
     Fragment,
     /// A protocol rnat does not translate.
     UnsupportedProtocol,
@@ -31,10 +31,14 @@ pub enum DropReason {
     TtlExceeded,
     /// Larger than the next link's MTU.
     TooBig,
+    /// A fragment held out of order whose first fragment did not come in time.
+    FragmentTimeout,
+    /// A fragment refused or evicted by the fragment tracker's limits (RFC 4787 REQ-14a).
+    FragmentLimit,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::BadChecksum,
         DropReason::Spoofed,
@@ -47,6 +51,8 @@ impl DropReason {
         DropReason::UnsupportedIcmp,
         DropReason::TtlExceeded,
         DropReason::TooBig,
+        DropReason::FragmentTimeout,
+        DropReason::FragmentLimit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +69,8 @@ impl DropReason {
             DropReason::UnsupportedIcmp => "unsupported_icmp",
             DropReason::TtlExceeded => "ttl_exceeded",
             DropReason::TooBig => "too_big",
+            DropReason::FragmentTimeout => "fragment_timeout",
+            DropReason::FragmentLimit => "fragment_limit",
         }
     }
 }
@@ -79,6 +87,10 @@ pub enum Counter {
     IcmpGenerated,
     MappingsCreated,
     SessionsCreated,
+    /// Fragments held until their first fragment arrives.
+    FragHeld,
+    /// Held fragments translated and handed to the datapath.
+    FragReleased,
     /// First drop reason; drops occupy `DropBase + reason`.
     DropBase,
 }
@@ -131,6 +143,10 @@ pub struct Stats {
     pub icmp_generated: u64,
     pub mappings_created: u64,
     pub sessions_created: u64,
+    /// Fragments held out of order ([`crate::nat::Verdict::Held`]).
+    pub frags_held: u64,
+    /// Held fragments translated and released (see `Worker::take_released`).
+    pub frags_released: u64,
     pub drops: Vec<(DropReason, u64)>,
 }
 
@@ -151,6 +167,8 @@ impl Stats {
             icmp_generated: t[Counter::IcmpGenerated as usize],
             mappings_created: t[Counter::MappingsCreated as usize],
             sessions_created: t[Counter::SessionsCreated as usize],
+            frags_held: t[Counter::FragHeld as usize],
+            frags_released: t[Counter::FragReleased as usize],
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (*r, t[Counter::DropBase as usize + *r as usize]))
