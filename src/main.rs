@@ -398,6 +398,8 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
     } else {
         cli.inside_prefix.clone()
     };
+    // `..Config::default()` keeps options the CLI does not set yet at their defaults.
+    #[allow(clippy::needless_update)]
     let cfg = Config {
         public_addrs: if cli.public.is_empty() {
             vec![out_addr.addr]

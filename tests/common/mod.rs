@@ -1200,3 +1200,26 @@ pub mod scenarios {
         Ok((ss_peers, endpoints, notes))
     }
 }
+
+impl Rnat {
+    /// The gateway's pid (rnat itself: `ip netns exec` and the harness's `sh -c` both exec).
+    pub fn pid(&self) -> u32 {
+        self.bg.pid()
+    }
+}
+
+impl Lab {
+    /// Run `rnat ARGS` (a client subcommand: sessions, stats, flush, top) next to the running
+    /// gateway `gw`: in its network and mount namespaces (`nsenter`), so it sees the private
+    /// `/run/rnat` that [`Lab::start_rnat`] gives the gateway. Bounded by 30 s.
+    pub fn rnat_client(&self, gw: &Rnat, args: &[&str]) -> Output {
+        let pid = gw.pid().to_string();
+        Command::new("timeout")
+            .args(["-k", "2", "30", "nsenter", "-t", &pid, "-m", "-n", "--"])
+            .arg(rnat_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nsenter")
+    }
+}
