@@ -351,3 +351,38 @@ fn observe_check_reports_blockers_and_warnings() {
         "{t}"
     );
 }
+
+#[test]
+fn observe_mapping_log_in_json() {
+    require_root!();
+    let lab = Lab::new();
+    let rnat = lab.start_rnat(&["--log-mappings", "--log-format", "json"]);
+    ping(&lab, "h1");
+    let log = wait_stderr(&rnat, "a JSON mapping-created line", |e| {
+        e.contains("\"event\":\"created\"")
+    });
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"event\":\"created\""))
+        .unwrap();
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let f = &v["fields"];
+    assert_eq!(f["proto"], "icmp", "{v:#}");
+    assert!(
+        f["inside"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{H1_IP}:")),
+        "{v:#}"
+    );
+    assert!(
+        f["public"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{GW_PUBLIC_IP}:")),
+        "{v:#}"
+    );
+    assert!(f["time"].as_f64().unwrap() > 1e9, "{v:#}");
+    assert_eq!(v["target"], "rnat::mapping", "{v:#}");
+    assert!(!line.contains(SRV_IP), "no destination: {line}");
+}
