@@ -277,6 +277,8 @@ pub struct HostSetup {
     pub public_addrs: Vec<Ipv4Addr>,
     /// Ports and ICMP identifiers rnat allocates.
     pub port_ranges: Vec<PortRange>,
+    /// Static port forwards: (protocol, public address, public port).
+    pub forwards: Vec<(crate::nat::Proto, Ipv4Addr, u16)>,
     /// Inside prefixes; empty: any source on the inside.
     pub inside_prefixes: Vec<Prefix>,
     /// Destinations that belong to the gateway itself (its addresses, directed broadcasts): inside
@@ -297,6 +299,7 @@ impl HostSetup {
             outside: outside.into(),
             public_addrs: Vec::new(),
             port_ranges: Vec::new(),
+            forwards: Vec::new(),
             inside_prefixes: Vec::new(),
             gateway_addrs: Vec::new(),
             reserve_ports: true,
@@ -316,6 +319,11 @@ impl HostSetup {
         let mut s = HostSetup::new(inside, outside);
         s.public_addrs = cfg.public_addrs.clone();
         s.port_ranges = cfg.port_ranges.clone();
+        s.forwards = cfg
+            .forwards
+            .iter()
+            .map(|f| (f.proto, f.public_addr.unwrap_or(cfg.public_addrs[0]), f.public_port))
+            .collect();
         s.inside_prefixes = cfg.inside_prefixes.clone();
         s.gateway_addrs = gateway_addrs;
         s.gateway_addrs.extend(cfg.inside_addr);
@@ -374,6 +382,13 @@ impl HostSetup {
         let to_ports =
             format!("ip daddr {public} meta l4proto {{ tcp, udp }} th dport {ports} counter drop");
         let echo = format!("ip daddr {public} icmp type echo-reply icmp id {ports} counter drop");
+        let forwards: String = self
+            .forwards
+            .iter()
+            .map(|(p, a, port)| {
+                format!("\t\tip daddr {a} {} dport {port} counter drop comment \"rnat forward\"\n", p.name())
+            })
+            .collect();
 
         // Inside: never forward; keep the gateway's own destinations (and broadcast/multicast).
         let multicast: Prefix = Prefix {
@@ -409,10 +424,12 @@ impl HostSetup {
              \t\ttype filter hook ingress device \"{outside}\" priority -500; policy accept;\n\
              \t\t{to_ports} comment \"rnat mapped ports\"\n\
              \t\t{echo} comment \"rnat mapped ICMP ids\"\n\
+             {forwards}\
              \t}}\n\
              \tchain inside_ingress {{\n\
              \t\ttype filter hook ingress device \"{inside}\" priority -500; policy accept;\n\
              \t\t{to_ports} comment \"rnat hairpin\"\n\
+             {forwards}\
              \t\t{not_own} comment \"rnat translated, not forwarded\"\n\
              \t}}\n\
              }}\n",

@@ -132,6 +132,51 @@ impl std::str::FromStr for Prefix {
     }
 }
 
+/// A static port forward: a permanent mapping from a public port to an inside endpoint, reachable
+/// by any remote (endpoint-independent filtering), e.g. `tcp:8080=192.168.1.10:80`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub proto: super::Proto,
+    /// The public address (default: the first public address).
+    pub public_addr: Option<Ipv4Addr>,
+    pub public_port: u16,
+    pub inside: std::net::SocketAddrV4,
+}
+
+impl std::str::FromStr for Forward {
+    type Err = String;
+    /// `PROTO:[PUBLIC_ADDR:]PORT=INSIDE_ADDR:PORT`, PROTO being `tcp` or `udp`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "bad forward {s:?}: expected PROTO:[PUBLIC_ADDR:]PORT=INSIDE_ADDR:PORT, e.g. tcp:8080=192.168.1.10:80"
+            )
+        };
+        let (lhs, rhs) = s.split_once('=').ok_or_else(bad)?;
+        let (proto, rest) = lhs.split_once(':').ok_or_else(bad)?;
+        let proto = match proto {
+            "tcp" => super::Proto::Tcp,
+            "udp" => super::Proto::Udp,
+            _ => return Err(format!("bad forward {s:?}: protocol must be tcp or udp")),
+        };
+        let (public_addr, port) = match rest.rsplit_once(':') {
+            Some((a, p)) => (Some(a.parse::<Ipv4Addr>().map_err(|_| bad())?), p),
+            None => (None, rest),
+        };
+        let public_port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+        let inside: std::net::SocketAddrV4 = rhs.parse().map_err(|_| bad())?;
+        if inside.port() == 0 {
+            return Err(bad());
+        }
+        Ok(Forward {
+            proto,
+            public_addr,
+            public_port,
+            inside,
+        })
+    }
+}
+
 /// Everything the engine needs to know. Built by the CLI from flags, files and discovery.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -162,6 +207,13 @@ pub struct Config {
     pub outside_mtu: u16,
     /// MTU of the inside link; 0 = no check.
     pub inside_mtu: u16,
+    /// Static port forwards.
+    pub forwards: Vec<Forward>,
+    /// Per-subscriber (inside address) limit on public ports held at once (RFC 6888 REQ-4);
+    /// 0: unlimited.
+    pub max_ports_per_subscriber: u32,
+    /// Per-subscriber limit on sessions (RFC 6888 REQ-5); 0: unlimited.
+    pub max_sessions_per_subscriber: u32,
 }
 
 impl Default for Config {
@@ -182,6 +234,9 @@ impl Default for Config {
             seed: 0x5eed_0fa7_2026,
             outside_mtu: 0,
             inside_mtu: 0,
+            forwards: Vec::new(),
+            max_ports_per_subscriber: 0,
+            max_sessions_per_subscriber: 0,
         }
     }
 }
@@ -199,6 +254,8 @@ pub enum ConfigError {
     OverlappingRanges(Vec<PortRange>),
     #[error("max_sessions must be between 1 and 134217728")]
     BadCapacity,
+    #[error("forward {0}: {1}")]
+    BadForward(String, &'static str),
     #[error("timeout {0} is below the RFC minimum ({1} s)")]
     TimeoutTooShort(&'static str, u64),
 }
@@ -218,6 +275,29 @@ impl Config {
         for w in self.port_ranges.windows(2) {
             if w[1].first <= w[0].last {
                 return Err(ConfigError::OverlappingRanges(self.port_ranges.clone()));
+            }
+        }
+        for (i, f) in self.forwards.iter().enumerate() {
+            let name = || format!("{}:{}={}", f.proto.name(), f.public_port, f.inside);
+            if f.public_addr
+                .is_some_and(|a| !self.public_addrs.contains(&a))
+            {
+                return Err(ConfigError::BadForward(
+                    name(),
+                    "its public address is not one of rnat's",
+                ));
+            }
+            let clash = self.forwards[..i].iter().any(|g| {
+                g.proto == f.proto
+                    && g.public_port == f.public_port
+                    && g.public_addr.unwrap_or(self.public_addrs[0])
+                        == f.public_addr.unwrap_or(self.public_addrs[0])
+            });
+            if clash {
+                return Err(ConfigError::BadForward(
+                    name(),
+                    "the public port is forwarded twice",
+                ));
             }
         }
         if self.max_sessions == 0 || self.max_sessions > 1 << 27 {

@@ -3,7 +3,8 @@
 use super::config::{Config, ConfigError, Filtering, PortRange};
 use super::stats::{Counter, DropReason, Stats, WorkerStats};
 use super::table::{
-    F_INBOUND_CREATED, Shard, Table, map_hash, mix, owner_parts, owner_word, sess_hash,
+    F_INBOUND_CREATED, M_STATIC, Shard, Table, give, map_hash, mix, owner_parts, owner_word,
+    sess_hash, take,
 };
 use super::tcp::TcpState;
 use super::{Direction, Proto, Time};
@@ -141,6 +142,7 @@ impl Engine {
         });
         let class_total = std::array::from_fn(|c| class_ranges[c].iter().map(|r| r.len()).sum());
         let table = Table::new(&cfg);
+        install_forwards(&cfg, &table)?;
         Ok(Arc::new(Engine {
             cfg,
             class_ranges,
@@ -237,9 +239,11 @@ impl Engine {
             for id in 0..n as u32 {
                 let s = *sh.sessions.get(id);
                 if s.proto != 0 && self.expired(s.proto, s.state, s.last_seen, now) {
-                    if let Some(m) = sh.remove_session(seed, id) {
-                        self.release_port(&m, now);
+                    let freed = sh.remove_session(seed, id);
+                    if let Some(m) = &freed {
+                        self.release_port(m, now);
                     }
+                    self.released(s.in_ip, freed.is_some());
                     removed += 1;
                 }
             }
@@ -256,9 +260,11 @@ impl Engine {
             for id in 0..sh.sessions.high_water() as u32 {
                 let s = *sh.sessions.get(id);
                 if s.proto != 0 && inside.is_none_or(|a| u32::from(a) == s.in_ip) {
-                    if let Some(m) = sh.remove_session(seed, id) {
-                        self.release_port(&m, now);
+                    let freed = sh.remove_session(seed, id);
+                    if let Some(m) = &freed {
+                        self.release_port(m, now);
                     }
+                    self.released(s.in_ip, freed.is_some());
                     removed += 1;
                 }
             }
@@ -710,12 +716,16 @@ impl Worker {
         let (mid, fresh) = match sh.find_mapping(seed, p, fl.src, fl.sport) {
             Some(m) => (m, false),
             None => {
+                if !self.quota_take(fl.src, Quota::Port) {
+                    return Err(DropReason::Quota);
+                }
                 // Paired pooling: an inside address always gets the same public address.
                 let pub_idx =
                     (mix(seed, fl.src as u64, 0x9a1) % e.cfg.public_addrs.len() as u64) as u8;
-                let mid = sh
-                    .add_mapping(seed, p, fl.src, fl.sport, pub_idx, 0)
-                    .ok_or(DropReason::TableFull)?;
+                let Some(mid) = sh.add_mapping(seed, p, fl.src, fl.sport, pub_idx, 0) else {
+                    self.quota_give(fl.src, Quota::Port);
+                    return Err(DropReason::TableFull);
+                };
                 match e.claim_port(
                     sh,
                     pub_idx,
@@ -727,6 +737,7 @@ impl Worker {
                     Some(port) => sh.mappings.get_mut(mid).pub_port = port,
                     None => {
                         sh.drop_empty_mapping(seed, mid);
+                        self.quota_give(fl.src, Quota::Port);
                         return Err(DropReason::NoPorts);
                     }
                 }
@@ -739,13 +750,26 @@ impl Worker {
         } else {
             0
         };
-        let Some(sid) = sh.add_session(seed, mid, fl.dst, fl.dport, state, 0, now) else {
-            if fresh {
-                let m = *sh.mappings.get(mid);
-                sh.drop_empty_mapping(seed, mid);
-                e.table.ports.release(m.pub_idx, fl.proto, m.pub_port, 0);
+        let added = if self.quota_take(fl.src, Quota::Session) {
+            let s = sh.add_session(seed, mid, fl.dst, fl.dport, state, 0, now);
+            if s.is_none() {
+                self.quota_give(fl.src, Quota::Session);
             }
-            return Err(DropReason::TableFull);
+            s.ok_or(DropReason::TableFull)
+        } else {
+            Err(DropReason::Quota)
+        };
+        let sid = match added {
+            Ok(sid) => sid,
+            Err(r) => {
+                if fresh {
+                    let m = *sh.mappings.get(mid);
+                    sh.drop_empty_mapping(seed, mid);
+                    e.table.ports.release(m.pub_idx, fl.proto, m.pub_port, 0);
+                    self.quota_give(fl.src, Quota::Port);
+                }
+                return Err(r);
+            }
         };
         self.stats.bump(Counter::SessionsCreated);
         let s = sh.sessions.get_mut(sid);
@@ -799,11 +823,13 @@ impl Worker {
             s.bytes = s.bytes.wrapping_add(fl.ip_len as u64);
             return Ok((in_ip, in_port));
         }
-        let allowed = match e.cfg.filtering(fl.proto) {
-            Filtering::EndpointIndependent => true,
-            Filtering::AddressDependent => sh.has_peer(seed, mid, fl.src),
-            Filtering::AddressAndPortDependent => false,
-        };
+        // A port forward is open to everyone.
+        let allowed = m.flags & M_STATIC != 0
+            || match e.cfg.filtering(fl.proto) {
+                Filtering::EndpointIndependent => true,
+                Filtering::AddressDependent => sh.has_peer(seed, mid, fl.src),
+                Filtering::AddressAndPortDependent => false,
+            };
         if !allowed {
             return Err(DropReason::Filtered);
         }
@@ -823,9 +849,15 @@ impl Worker {
                 id
             }
             None => {
-                let id = sh
-                    .add_session(seed, mid, fl.src, fl.sport, state, F_INBOUND_CREATED, now)
-                    .ok_or(DropReason::TableFull)?;
+                if !self.quota_take(in_ip, Quota::Session) {
+                    return Err(DropReason::Quota);
+                }
+                let Some(id) =
+                    sh.add_session(seed, mid, fl.src, fl.sport, state, F_INBOUND_CREATED, now)
+                else {
+                    self.quota_give(in_ip, Quota::Session);
+                    return Err(DropReason::TableFull);
+                };
                 self.stats.bump(Counter::SessionsCreated);
                 id
             }
@@ -841,7 +873,10 @@ impl Worker {
     /// administratively prohibited), rate-limited. Existing sessions are not affected.
     fn refuse(&self, f: &[u8], fl: &Flow, r: DropReason, now: Time, scratch: &mut [u8]) -> Verdict {
         let from = self.engine.cfg.inside_addr.map_or(0, u32::from);
-        let resource = matches!(r, DropReason::NoPorts | DropReason::TableFull);
+        let resource = matches!(
+            r,
+            DropReason::NoPorts | DropReason::TableFull | DropReason::Quota
+        );
         let (sec, n) = self.icmp_budget.get();
         let this = now.secs_u32();
         let n = if sec == this { n } else { 0 };
@@ -889,6 +924,105 @@ impl Worker {
         }
         Verdict::Drop(DropReason::TooBig)
     }
+}
+
+#[derive(Clone, Copy)]
+enum Quota {
+    Port,
+    Session,
+}
+
+impl Worker {
+    /// Takes a port or session from `ip`'s quota; false when it is used up.
+    #[inline]
+    fn quota_take(&self, ip: u32, q: Quota) -> bool {
+        self.engine.quota_take(ip, q)
+    }
+
+    #[inline]
+    fn quota_give(&self, ip: u32, q: Quota) {
+        self.engine.quota_give(ip, q)
+    }
+}
+
+impl Engine {
+    #[inline]
+    fn quota_take(&self, ip: u32, q: Quota) -> bool {
+        let limit = match q {
+            Quota::Port => self.cfg.max_ports_per_subscriber,
+            Quota::Session => self.cfg.max_sessions_per_subscriber,
+        };
+        if limit == 0
+            && self.cfg.max_ports_per_subscriber == 0
+            && self.cfg.max_sessions_per_subscriber == 0
+        {
+            return true;
+        }
+        let Some(sub) = self.table.subs.get(self.table.seed, ip) else {
+            return true;
+        };
+        let c = match q {
+            Quota::Port => &sub.ports,
+            Quota::Session => &sub.sessions,
+        };
+        take(c, if limit == 0 { u32::MAX } else { limit })
+    }
+
+    #[inline]
+    fn quota_give(&self, ip: u32, q: Quota) {
+        if self.cfg.max_ports_per_subscriber == 0 && self.cfg.max_sessions_per_subscriber == 0 {
+            return;
+        }
+        if let Some(sub) = self.table.subs.get(self.table.seed, ip) {
+            give(match q {
+                Quota::Port => &sub.ports,
+                Quota::Session => &sub.sessions,
+            });
+        }
+    }
+
+    /// Bookkeeping after `remove_session`: the session, and the mapping it freed if any.
+    fn released(&self, in_ip: u32, freed_mapping: bool) {
+        self.quota_give(in_ip, Quota::Session);
+        if freed_mapping {
+            self.quota_give(in_ip, Quota::Port);
+        }
+    }
+}
+
+/// Creates the static mappings of the port forwards; their ports are claimed for good.
+fn install_forwards(cfg: &Config, table: &Table) -> Result<(), ConfigError> {
+    for fw in &cfg.forwards {
+        let name = || format!("{}:{}={}", fw.proto.name(), fw.public_port, fw.inside);
+        let pub_idx = match fw.public_addr {
+            Some(a) => cfg.public_addrs.iter().position(|x| *x == a).unwrap_or(0) as u8,
+            None => 0,
+        };
+        let p = fw.proto.ip_number();
+        let (ip, port) = (u32::from(*fw.inside.ip()), fw.inside.port());
+        let si = table.shard_of(map_hash(table.seed, p, ip, port));
+        let mut sh = table.shards[si].lock();
+        if sh.find_mapping(table.seed, p, ip, port).is_some() {
+            return Err(ConfigError::BadForward(
+                name(),
+                "the inside endpoint is forwarded twice",
+            ));
+        }
+        let mid = sh
+            .add_mapping(table.seed, p, ip, port, pub_idx, fw.public_port)
+            .ok_or(ConfigError::BadCapacity)?;
+        sh.mappings.get_mut(mid).flags = M_STATIC;
+        if !table
+            .ports
+            .try_claim(pub_idx, fw.proto, fw.public_port, owner_word(si, mid), 0)
+        {
+            return Err(ConfigError::BadForward(
+                name(),
+                "the public port is already taken",
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[inline]

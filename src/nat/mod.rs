@@ -13,7 +13,7 @@ mod stats;
 mod table;
 pub mod tcp;
 
-pub use config::{Config, ConfigError, Filtering, PortRange, Prefix, Timeouts};
+pub use config::{Config, ConfigError, Filtering, Forward, PortRange, Prefix, Timeouts};
 pub use engine::{Engine, FrameMeta, SessionInfo, Verdict, Worker};
 pub use stats::{DropReason, Stats};
 

@@ -35,10 +35,12 @@ pub enum DropReason {
     FragmentTimeout,
     /// A fragment refused or evicted by the fragment tracker's limits (RFC 4787 REQ-14a).
     FragmentLimit,
+    /// The subscriber (inside address) is at its port or session quota.
+    Quota,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Malformed,
         DropReason::BadChecksum,
         DropReason::Spoofed,
@@ -53,10 +55,12 @@ impl DropReason {
         DropReason::TooBig,
         DropReason::FragmentTimeout,
         DropReason::FragmentLimit,
+        DropReason::Quota,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
+            DropReason::Quota => "quota",
             DropReason::Malformed => "malformed",
             DropReason::BadChecksum => "bad_checksum",
             DropReason::Spoofed => "spoofed_source",

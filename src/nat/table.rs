@@ -38,8 +38,9 @@ pub(crate) struct Mapping {
     /// 0 when the slot is free.
     pub proto: u8,
     pub pub_idx: u8,
-    _pad: u16,
-    /// Live sessions using this mapping; the mapping ends with its last session.
+    /// `M_STATIC` for a port forward.
+    pub flags: u16,
+    /// Live sessions using this mapping; the mapping ends with its last session (unless static).
     pub sessions: u32,
 }
 
@@ -50,7 +51,7 @@ impl Recycle for Mapping {
         pub_port: 0,
         proto: 0,
         pub_idx: 0,
-        _pad: 0,
+        flags: 0,
         sessions: u32::MAX,
     };
     fn next_free(&self) -> u32 {
@@ -103,6 +104,9 @@ impl Recycle for Peer {
         self.mapping = next;
     }
 }
+
+/// Mapping flags: a static port forward, never ended by expiry.
+pub(crate) const M_STATIC: u16 = 1;
 
 /// Session flags.
 pub(crate) const F_INBOUND_CREATED: u8 = 1;
@@ -344,7 +348,7 @@ impl Shard {
         }
         let m = self.mappings.get_mut(s.mapping);
         m.sessions -= 1;
-        if m.sessions == 0 {
+        if m.sessions == 0 && m.flags & M_STATIC == 0 {
             let m = *m;
             let h = map_hash(seed, m.proto, m.in_ip, m.in_port);
             self.map_index.remove(h, s.mapping);
@@ -370,7 +374,7 @@ impl Shard {
             pub_port,
             proto,
             pub_idx,
-            _pad: 0,
+            flags: 0,
             sessions: 0,
         })?;
         let inserted = self
@@ -507,6 +511,10 @@ impl AddrSets {
                 ports[p as usize / 64] |= 1 << (p % 64);
             }
         }
+        // Forwarded ports are NAT traffic too, wherever they lie.
+        for f in &cfg.forwards {
+            ports[f.public_port as usize / 64] |= 1 << (f.public_port % 64);
+        }
         AddrSets {
             inside_addr: cfg.inside_addr.map(u32::from),
             pub_filter,
@@ -558,6 +566,86 @@ impl AddrSets {
     }
 }
 
+/// Per-subscriber counters (RFC 6888 REQ-4/5), keyed by inside address: a fixed open-addressing
+/// table of atomics, claimed with compare-and-swap, so quota checks take no lock. A subscriber's
+/// slot is kept once claimed (its counters go back to zero). When the table is full, further
+/// subscribers are not limited (counted in `untracked`) rather than refused.
+pub(crate) struct Subscribers {
+    slots: Box<[SubSlot]>,
+    pub untracked: AtomicU32,
+}
+
+pub(crate) struct SubSlot {
+    ip: AtomicU32,
+    pub ports: AtomicU32,
+    pub sessions: AtomicU32,
+}
+
+impl Subscribers {
+    fn new(capacity: usize) -> Self {
+        let n = if capacity == 0 {
+            0
+        } else {
+            (capacity * 2).next_power_of_two()
+        };
+        Subscribers {
+            slots: (0..n)
+                .map(|_| SubSlot {
+                    ip: AtomicU32::new(0),
+                    ports: AtomicU32::new(0),
+                    sessions: AtomicU32::new(0),
+                })
+                .collect(),
+            untracked: AtomicU32::new(0),
+        }
+    }
+
+    /// The counters of `ip`, claiming a slot on first use. `None`: untracked.
+    pub fn get(&self, seed: u64, ip: u32) -> Option<&SubSlot> {
+        if self.slots.is_empty() || ip == 0 {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = mix(seed ^ 0x5b5, ip as u64, 0) as usize & mask;
+        for _ in 0..64 {
+            let s = &self.slots[i];
+            match s.ip.load(Ordering::Acquire) {
+                x if x == ip => return Some(s),
+                0 => match s
+                    .ip
+                    .compare_exchange(0, ip, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => return Some(s),
+                    Err(x) if x == ip => return Some(s),
+                    Err(_) => {}
+                },
+                _ => {}
+            }
+            i = (i + 1) & mask;
+        }
+        self.untracked.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<SubSlot>()
+    }
+}
+
+/// Takes one unit of `counter` if it is below `limit`.
+pub(crate) fn take(counter: &AtomicU32, limit: u32) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+            (v < limit).then_some(v + 1)
+        })
+        .is_ok()
+}
+
+/// Gives one unit back (never below zero).
+pub(crate) fn give(counter: &AtomicU32) {
+    let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
+}
+
 /// The shared table.
 pub(crate) struct Table {
     pub shards: Box<[Mutex<Shard>]>,
@@ -565,6 +653,8 @@ pub(crate) struct Table {
     pub ports: PortSpace,
     pub seed: u64,
     pub addrs: AddrSets,
+    /// Per-subscriber quota counters; empty when no quota is configured.
+    pub subs: Subscribers,
     /// Lock-free views of each shard's session index, for the batch path's warming pass.
     pub sess_views: Box<[IndexView]>,
     /// The same for each shard's mapping index.
@@ -593,6 +683,13 @@ impl Table {
             ports: PortSpace::new(cfg.public_addrs.len()),
             seed: cfg.seed,
             addrs: AddrSets::new(cfg),
+            subs: Subscribers::new(
+                if cfg.max_ports_per_subscriber > 0 || cfg.max_sessions_per_subscriber > 0 {
+                    cfg.max_sessions.clamp(1024, 1 << 20)
+                } else {
+                    0
+                },
+            ),
             sess_views,
             map_views,
         }
@@ -604,7 +701,8 @@ impl Table {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.ports.heap_bytes()
+        self.subs.heap_bytes()
+            + self.ports.heap_bytes()
             + self
                 .shards
                 .iter()
