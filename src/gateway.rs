@@ -40,6 +40,8 @@ pub struct GatewayStats {
     /// Translated, but the next hop's MAC is not known yet (an ARP request went out).
     pub no_neighbour: AtomicU64,
     pub arp_requests: AtomicU64,
+    /// ARP replies rnat sent for pool addresses the kernel does not own.
+    pub arp_replies: AtomicU64,
     pub fragments_sent: AtomicU64,
     pub tx_errors: AtomicU64,
     pub replies_sent: AtomicU64,
@@ -261,6 +263,33 @@ impl GatewayWorker {
                 if eth.ethertype() == ethertype::ARP {
                     if let Ok(a) = Arp::new_checked(eth.payload()) {
                         rx_neigh.learn(u32::from_be_bytes(a.sender_ip()), a.sender_mac(), now_i);
+                        // Pool addresses the kernel does not own: rnat answers for them.
+                        let target = Ipv4Addr::from(a.target_ip());
+                        if dir == Direction::Inbound
+                            && a.operation() == Arp::REQUEST
+                            && worker.engine().config().public_addrs.contains(&target)
+                            && !snap
+                                .interfaces
+                                .iter()
+                                .any(|i| i.addrs.iter().any(|x| x.addr == target))
+                        {
+                            let mut r = [0u8; 42];
+                            {
+                                let mut e = Ethernet::new_unchecked(&mut r[..]);
+                                e.set_dst(a.sender_mac());
+                                e.set_src(rx_link.mac);
+                                e.set_ethertype(ethertype::ARP);
+                            }
+                            Arp::new_unchecked(&mut r[14..]).fill(
+                                Arp::REPLY,
+                                rx_link.mac,
+                                a.target_ip(),
+                                a.sender_mac(),
+                                a.sender_ip(),
+                            );
+                            queue(rx_out, &r, FrameInfo::default());
+                            GatewayStats::bump(&stats.arp_replies);
+                        }
                     }
                     return;
                 }

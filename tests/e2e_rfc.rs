@@ -83,3 +83,62 @@ fn e2e_rfc4787_req9_hairpinning_between_inside_hosts() {
         "h2 sees h1's public address and port (REQ-9a), never 192.168.1.2"
     );
 }
+
+#[test]
+fn e2e_rfc4787_req2_address_pool_with_paired_pooling_and_arp() {
+    require_root!();
+    let lab = Lab::new();
+    // 203.0.113.2 is on no interface: rnat answers ARP for it.
+    let rnat = lab.start_rnat(&["--public", "203.0.113.1", "--public", "203.0.113.2"]);
+    let echo = servers::start_udp_echo(&lab);
+    let sources: Vec<String> = (20..36).map(|i| format!("192.168.1.{i}")).collect();
+    for s in &sources {
+        lab.exec_ok(
+            "h1",
+            &["ip", "addr", "add", &format!("{s}/24"), "dev", "eth0"],
+        );
+    }
+    // Two datagrams from each source address, from different ports.
+    for s in &sources {
+        for port in [40001, 40002] {
+            let out = lab.exec_input(
+                "h1",
+                &[
+                    "socat",
+                    "-t",
+                    "1.5",
+                    "-",
+                    &format!("UDP4:{SRV_IP}:{},bind={s}:{port}", servers::UDP_PORT),
+                ],
+                format!("from {s}\n").as_bytes(),
+                Duration::from_secs(10),
+            );
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains(&format!("from {s}")),
+                "no echo for {s}:{port}\n{}\n{}",
+                text(&out),
+                rnat.stderr()
+            );
+        }
+    }
+    let peers = echo.peers();
+    assert_eq!(peers.len(), sources.len() * 2, "{peers:?}");
+    let used: std::collections::BTreeSet<&str> = peers.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        used.into_iter().collect::<Vec<_>>(),
+        ["203.0.113.1", "203.0.113.2"],
+        "both pool addresses used"
+    );
+    // Paired: the two datagrams of one source left from the same public address (peers are in order).
+    for pair in peers.chunks(2) {
+        assert_eq!(
+            pair[0].0, pair[1].0,
+            "one inside address, one public address: {peers:?}"
+        );
+    }
+    let neigh = lab.exec_ok("rtr", &["ip", "neigh", "show", "203.0.113.2"]);
+    assert!(
+        neigh.contains("lladdr"),
+        "rtr resolved the pool address through rnat's ARP reply: {neigh}"
+    );
+}

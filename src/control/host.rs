@@ -322,7 +322,13 @@ impl HostSetup {
         s.forwards = cfg
             .forwards
             .iter()
-            .map(|f| (f.proto, f.public_addr.unwrap_or(cfg.public_addrs[0]), f.public_port))
+            .map(|f| {
+                (
+                    f.proto,
+                    f.public_addr.unwrap_or(cfg.public_addrs[0]),
+                    f.public_port,
+                )
+            })
             .collect();
         s.inside_prefixes = cfg.inside_prefixes.clone();
         s.gateway_addrs = gateway_addrs;
@@ -382,11 +388,30 @@ impl HostSetup {
         let to_ports =
             format!("ip daddr {public} meta l4proto {{ tcp, udp }} th dport {ports} counter drop");
         let echo = format!("ip daddr {public} icmp type echo-reply icmp id {ports} counter drop");
+        // Pool addresses no interface of the host holds: only rnat serves them, so nothing else
+        // sent to them may reach the kernel (which would forward it back out).
+        let pool_only: Vec<String> = self
+            .public_addrs
+            .iter()
+            .filter(|a| !self.gateway_addrs.contains(a))
+            .map(ToString::to_string)
+            .collect();
+        let pool_only = if pool_only.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\t\tip daddr {} counter drop comment \"rnat pool addresses\"\n",
+                set(pool_only.into_iter())
+            )
+        };
         let forwards: String = self
             .forwards
             .iter()
             .map(|(p, a, port)| {
-                format!("\t\tip daddr {a} {} dport {port} counter drop comment \"rnat forward\"\n", p.name())
+                format!(
+                    "\t\tip daddr {a} {} dport {port} counter drop comment \"rnat forward\"\n",
+                    p.name()
+                )
             })
             .collect();
 
@@ -424,7 +449,7 @@ impl HostSetup {
              \t\ttype filter hook ingress device \"{outside}\" priority -500; policy accept;\n\
              \t\t{to_ports} comment \"rnat mapped ports\"\n\
              \t\t{echo} comment \"rnat mapped ICMP ids\"\n\
-             {forwards}\
+             {forwards}{pool_only}\
              \t}}\n\
              \tchain inside_ingress {{\n\
              \t\ttype filter hook ingress device \"{inside}\" priority -500; policy accept;\n\
