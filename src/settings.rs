@@ -8,7 +8,7 @@
 
 use crate::control::host;
 use crate::datapath::Backend;
-use crate::nat::{Filtering, Prefix};
+use crate::nat::{Filtering, Forward, Prefix};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -96,6 +96,16 @@ pub struct GatewayArgs {
     /// Maximum number of sessions (memory is reserved for them at start) [default: 1048576].
     #[arg(long, value_name = "N")]
     pub max_sessions: Option<usize>,
+    /// Static port forward `PROTO:[PUBLIC_ADDR:]PORT=INSIDE_ADDR:PORT`, e.g.
+    /// `tcp:8080=192.168.1.10:80` (repeatable; adds to those of the config file).
+    #[arg(long = "forward", value_name = "FORWARD")]
+    pub forward: Vec<Forward>,
+    /// Most public ports one inside address may hold at once (RFC 6888 REQ-4); 0: unlimited.
+    #[arg(long, value_name = "N")]
+    pub max_ports_per_subscriber: Option<u32>,
+    /// Most sessions one inside address may have (RFC 6888 REQ-5); 0: unlimited.
+    #[arg(long, value_name = "N")]
+    pub max_sessions_per_subscriber: Option<u32>,
     /// Datapath backend: af_packet (mmap rings, the default) or pnet (portable fallback).
     #[arg(long)]
     pub backend: Option<Backend>,
@@ -148,6 +158,9 @@ pub struct FileConfig {
     pub allow_short_timeouts: Option<bool>,
     pub port_cooldown: Option<u64>,
     pub max_sessions: Option<usize>,
+    pub forward: Option<Vec<String>>,
+    pub max_ports_per_subscriber: Option<u32>,
+    pub max_sessions_per_subscriber: Option<u32>,
     pub backend: Option<String>,
     pub offloads_off: Option<bool>,
     pub no_reserve_ports: Option<bool>,
@@ -193,6 +206,9 @@ pub struct Settings {
     pub allow_short_timeouts: bool,
     pub port_cooldown: u64,
     pub max_sessions: usize,
+    pub forwards: Vec<Forward>,
+    pub max_ports_per_subscriber: u32,
+    pub max_sessions_per_subscriber: u32,
     pub backend: Backend,
     pub offloads_off: bool,
     pub reserve_ports: bool,
@@ -297,6 +313,22 @@ impl Settings {
             allow_short_timeouts: a.allow_short_timeouts || f.allow_short_timeouts.unwrap_or(false),
             port_cooldown: a.port_cooldown.or(f.port_cooldown).unwrap_or(120),
             max_sessions: a.max_sessions.or(f.max_sessions).unwrap_or(1 << 20),
+            forwards: {
+                let mut v = Vec::new();
+                for spec in f.forward.iter().flatten() {
+                    v.push(spec.parse::<Forward>().map_err(anyhow::Error::msg)?);
+                }
+                v.extend(a.forward.iter().copied());
+                v
+            },
+            max_ports_per_subscriber: a
+                .max_ports_per_subscriber
+                .or(f.max_ports_per_subscriber)
+                .unwrap_or(0),
+            max_sessions_per_subscriber: a
+                .max_sessions_per_subscriber
+                .or(f.max_sessions_per_subscriber)
+                .unwrap_or(0),
             backend: match a.backend {
                 Some(b) => b,
                 None => parse_opt("backend", &f.backend)?.unwrap_or_default(),
@@ -341,6 +373,8 @@ impl Settings {
             tcp_opening_timeout => "tcp-opening-timeout", icmp_timeout => "icmp-timeout",
             allow_short_timeouts => "allow-short-timeouts", port_cooldown => "port-cooldown",
             max_sessions => "max-sessions", backend => "backend", offloads_off => "offloads-off",
+            forwards => "forward", max_ports_per_subscriber => "max-ports-per-subscriber",
+            max_sessions_per_subscriber => "max-sessions-per-subscriber",
             reserve_ports => "no-reserve-ports", run_dir => "run-dir",
             log_format => "log-format", metrics_listen => "metrics-listen",
         );

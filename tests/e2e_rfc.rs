@@ -142,3 +142,52 @@ fn e2e_rfc4787_req2_address_pool_with_paired_pooling_and_arp() {
         "rtr resolved the pool address through rnat's ARP reply: {neigh}"
     );
 }
+
+#[test]
+fn e2e_static_port_forward_from_outside_and_by_hairpin() {
+    require_root!();
+    let lab = Lab::new();
+    let rnat = lab.start_rnat(&["--forward", "tcp:8080=192.168.1.2:80"]);
+    let dir = lab.temp_path("www");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "forwarded\n").unwrap();
+    let log = lab.temp_path("www.log");
+    let _web = lab.spawn_logged(
+        "h1",
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "80",
+            "--bind",
+            "0.0.0.0",
+            "--directory",
+            dir.to_str().unwrap(),
+        ],
+        &lab.temp_path("www.out"),
+        &log,
+    );
+    lab.wait_listening("h1", "tcp", 80, Duration::from_secs(5));
+    let url = format!("http://{GW_PUBLIC_IP}:8080/index.html");
+    for client in ["srv", "h2"] {
+        let out = lab.exec_timeout(
+            client,
+            &["curl", "-s", "-m", "5", &url],
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "forwarded\n",
+            "{client} through the forward:\n{}\n{}",
+            text(&out),
+            rnat.stderr()
+        );
+    }
+    // The web server saw srv's own address from outside and h2's *public* address by hairpin.
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(seen.contains(SRV_IP), "{seen}");
+    assert!(
+        seen.contains(GW_PUBLIC_IP) && !seen.contains(H2_IP),
+        "{seen}"
+    );
+}
