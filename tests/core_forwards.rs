@@ -17,23 +17,41 @@ fn cfg(forwards: &[&str]) -> Config {
         inside_addr: Some(Ipv4Addr::from(GW_IN)),
         max_sessions: 1024,
         shards: 4,
-        forwards: forwards.iter().map(|f| f.parse::<Forward>().unwrap()).collect(),
+        forwards: forwards
+            .iter()
+            .map(|f| f.parse::<Forward>().unwrap())
+            .collect(),
         ..Config::default()
     }
 }
 
 fn run(w: &Worker, dir: rnat::nat::Direction, f: &mut [u8], at: u64) -> Verdict {
     let mut scratch = vec![0u8; 2048];
-    w.process(dir, f, FrameMeta::default(), Time::from_secs(at), &mut scratch)
+    w.process(
+        dir,
+        f,
+        FrameMeta::default(),
+        Time::from_secs(at),
+        &mut scratch,
+    )
 }
 
 #[test]
 fn forward_parses_and_rejects_bad_specs() {
     let f: Forward = "tcp:8080=192.168.1.10:80".parse().unwrap();
-    assert_eq!((f.public_port, f.inside.to_string(), f.public_addr), (8080, "192.168.1.10:80".into(), None));
+    assert_eq!(
+        (f.public_port, f.inside.to_string(), f.public_addr),
+        (8080, "192.168.1.10:80".into(), None)
+    );
     let f: Forward = "udp:203.0.113.1:5353=192.168.1.10:53".parse().unwrap();
     assert_eq!(f.public_addr, Some(Ipv4Addr::new(203, 0, 113, 1)));
-    for bad in ["tcp:8080", "icmp:1=192.168.1.1:1", "tcp:0=192.168.1.10:80", "tcp:80=192.168.1.10", "tcp:x=1.2.3.4:5"] {
+    for bad in [
+        "tcp:8080",
+        "icmp:1=192.168.1.1:1",
+        "tcp:0=192.168.1.10:80",
+        "tcp:80=192.168.1.10",
+        "tcp:x=1.2.3.4:5",
+    ] {
         assert!(bad.parse::<Forward>().is_err(), "{bad}");
     }
 }
@@ -41,10 +59,16 @@ fn forward_parses_and_rejects_bad_specs() {
 #[test]
 fn forward_accepts_any_remote_on_a_port_outside_the_ranges() {
     // 80 lies outside the default dynamic ranges (1024-65535): forwarded ports are NAT traffic too.
-    let w = Engine::new(cfg(&["tcp:80=192.168.1.10:8000"])).unwrap().worker();
+    let w = Engine::new(cfg(&["tcp:80=192.168.1.10:8000"]))
+        .unwrap()
+        .worker();
     for (remote, sport) in [(SRV, 40000u16), (SRV2, 50000)] {
         let mut syn = tcp(remote, sport, PUB, 80, SYN, b"");
-        assert_eq!(run(&w, Inbound, &mut syn, 1), Verdict::Forward, "default filtering is APDF, forwards are open");
+        assert_eq!(
+            run(&w, Inbound, &mut syn, 1),
+            Verdict::Forward,
+            "default filtering is APDF, forwards are open"
+        );
         let h = check(&syn);
         assert_eq!((h.dst, h.dport), (WEB, 8000));
         // The answer leaves from the forwarded public port.
@@ -72,7 +96,9 @@ fn forward_outlives_its_sessions() {
 
 #[test]
 fn forward_is_reachable_by_hairpin() {
-    let w = Engine::new(cfg(&["tcp:8080=192.168.1.10:80"])).unwrap().worker();
+    let w = Engine::new(cfg(&["tcp:8080=192.168.1.10:80"]))
+        .unwrap()
+        .worker();
     let mut syn = tcp(H1, 45000, PUB, 8080, SYN, b"");
     assert_eq!(run(&w, Outbound, &mut syn, 1), Verdict::Hairpin);
     let h = check(&syn);
@@ -81,10 +107,19 @@ fn forward_is_reachable_by_hairpin() {
 
 #[test]
 fn forward_config_errors_are_clear() {
-    let twice = Engine::new(cfg(&["tcp:8080=192.168.1.10:80", "tcp:8080=192.168.1.11:80"]));
+    let twice = Engine::new(cfg(&[
+        "tcp:8080=192.168.1.10:80",
+        "tcp:8080=192.168.1.11:80",
+    ]));
     assert!(matches!(twice.err(), Some(ConfigError::BadForward(_, _))));
     let foreign = Engine::new(cfg(&["tcp:198.51.100.1:8080=192.168.1.10:80"]));
     assert!(matches!(foreign.err(), Some(ConfigError::BadForward(_, _))));
-    let same_inside = Engine::new(cfg(&["tcp:8080=192.168.1.10:80", "tcp:8081=192.168.1.10:80"]));
-    assert!(matches!(same_inside.err(), Some(ConfigError::BadForward(_, _))));
+    let same_inside = Engine::new(cfg(&[
+        "tcp:8080=192.168.1.10:80",
+        "tcp:8081=192.168.1.10:80",
+    ]));
+    assert!(matches!(
+        same_inside.err(),
+        Some(ConfigError::BadForward(_, _))
+    ));
 }
