@@ -490,7 +490,14 @@ impl HostSetup {
             ..HostState::default()
         };
         let mut warnings = Vec::new();
-        if self.reserve_ports {
+        let writable = || OpenOptions::new().write(true).open(RESERVED_PORTS);
+        if self.reserve_ports && matches!(writable(), Err(e) if e.kind() == io::ErrorKind::PermissionDenied) {
+            // Running with CAP_NET_ADMIN + CAP_NET_RAW only (not uid 0): /proc/sys is root's.
+            warnings.push(format!(
+                "cannot write {RESERVED_PORTS} without root: rnat's ports are not reserved from the host's own sockets                  (set it before starting rnat, e.g. ExecStartPre=+sysctl -w net.ipv4.ip_local_reserved_ports={})",
+                format_ranges(&self.port_ranges)
+            ));
+        } else if self.reserve_ports {
             let old = fs::read_to_string(RESERVED_PORTS)
                 .map_err(io_err("cannot read", RESERVED_PORTS))?;
             let old = old.trim().to_string();
