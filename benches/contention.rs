@@ -6,6 +6,7 @@
 //! - `dashmap/{1,2}_threads`: only the table part done with `DashMap` — a session lookup by
 //!   5-tuple with `get_mut` to refresh it, plus the public-port → mapping lookup the inbound
 //!   direction needs as a second map — over the same number of flows.
+//!
 //! Each iteration is one operation per thread; the figure is the time for both threads to finish
 //! a batch, divided by the operations done.
 
