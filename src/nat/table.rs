@@ -646,6 +646,9 @@ pub(crate) fn give(counter: &AtomicU32) {
     let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
 }
 
+/// Session slabs larger than this get the batch warming pass (several times a core's L2).
+const WARM_ABOVE_BYTES: usize = 8 << 20;
+
 /// The shared table.
 pub(crate) struct Table {
     pub shards: Box<[Mutex<Shard>]>,
@@ -659,6 +662,9 @@ pub(crate) struct Table {
     pub sess_views: Box<[IndexView]>,
     /// The same for each shard's mapping index.
     pub map_views: Box<[IndexView]>,
+    /// Whether `process_batch` runs its cache-warming pass: only for tables too large to stay in
+    /// the caches (measured: the pass costs ~10 ns/packet at 1k-64k flows, saves ~45 at 1M).
+    pub warm_batches: bool,
 }
 
 impl Table {
@@ -692,6 +698,7 @@ impl Table {
             ),
             sess_views,
             map_views,
+            warm_batches: cap * n * size_of::<Session>() > WARM_ABOVE_BYTES,
         }
     }
 
@@ -738,13 +745,21 @@ mod tests {
     /// new flows, repeats inside one batch, replies to them, junk and a batch not a multiple of 16.
     #[test]
     fn batch_matches_single_frames() {
+        // A small table (no warming pass) and one large enough for it.
+        for max_sessions in [1000, 200_000] {
+            batch_matches_single_frames_with(max_sessions);
+        }
+    }
+
+    fn batch_matches_single_frames_with(max_sessions: usize) {
         let cfg = Config {
             public_addrs: vec![Ipv4Addr::new(203, 0, 113, 1), Ipv4Addr::new(203, 0, 113, 2)],
-            max_sessions: 1000,
+            max_sessions,
             shards: 4,
             ..Config::default()
         };
         let (a, b) = (Engine::new(cfg.clone()).unwrap(), Engine::new(cfg).unwrap());
+        assert_eq!(a.table.warm_batches, max_sessions > 1000);
         let (wa, wb) = (a.worker(), b.worker());
         let mut out: Vec<Vec<u8>> = (0..45u32)
             .map(|i| udp(0x0a00_0002 + i % 7, 1000 + (i % 5) as u16, 0xc633_6414, 53))
