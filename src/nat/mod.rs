@@ -9,12 +9,14 @@ mod fragment;
 mod hairpin;
 mod icmp;
 mod index;
+pub mod snapshot;
 mod stats;
 mod table;
 pub mod tcp;
 
 pub use config::{Config, ConfigError, Filtering, Forward, PortRange, Prefix, Timeouts};
 pub use engine::{Engine, FrameMeta, SessionInfo, Verdict, Worker};
+pub use snapshot::{RestoreReport, SnapshotError};
 pub use stats::{DropReason, Stats};
 
 use std::time::Duration;
