@@ -618,6 +618,33 @@ fn packet_path_seeds() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
         (
+            "quotas",
+            encode(
+                apdf,
+                mode_bits::QUOTAS | mode_bits::NO_PRIME,
+                &(0..12u16)
+                    .map(|i| rec(OUT, udp(H1, 5000 + i, SRV, 53, b"")))
+                    .chain([rec(OUT, udp(H2, 5000, SRV, 53, b""))])
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        (
+            "forwards",
+            encode(
+                apdf,
+                mode_bits::FORWARDS,
+                &[
+                    rec(IN, tcp(SRV, 40000, PUB, 1030, SYN, b"")),
+                    rec(OUT, tcp(H1, 22, SRV, 40000, SYN | ACK, b"")),
+                    rec(IN, udp(SRV, 53, PUB, 40006, b"q")),
+                    rec(
+                        IN | STEP_LONG | rec_bits::EXPIRE,
+                        udp(SRV2, 53, PUB, 40006, b"q"),
+                    ),
+                ],
+            ),
+        ),
+        (
             "noise",
             encode(
                 apdf,

@@ -54,6 +54,10 @@ pub mod mode_bits {
     pub const BATCH: u8 = 0x01;
     /// Do not prime the table with the fixed flows of [`super::prime_frames`].
     pub const NO_PRIME: u8 = 0x02;
+    /// Per-subscriber quotas: 4 ports and 8 sessions per inside address.
+    pub const QUOTAS: u8 = 0x04;
+    /// Two port forwards (static mappings): tcp 1030 -> H1:22, udp 40006 -> H2:53.
+    pub const FORWARDS: u8 = 0x08;
 }
 
 /// The control byte in front of each frame of a `packet_path` input.
@@ -116,8 +120,8 @@ pub fn decode(data: &[u8]) -> (u8, u8, Vec<Record>) {
     (config, mode, recs)
 }
 
-/// The engine configuration selected by header byte 0.
-pub fn config(c: u8) -> Config {
+/// The engine configuration selected by header bytes 0 (`cfg_bits`) and 1 (`mode_bits`).
+pub fn config(c: u8, mode: u8) -> Config {
     let filtering = match c & cfg_bits::FILTER_MASK {
         0 => Filtering::EndpointIndependent,
         1 => Filtering::AddressDependent,
@@ -150,6 +154,16 @@ pub fn config(c: u8) -> Config {
         shards: 1,
         outside_mtu: mtu,
         inside_mtu: mtu,
+        max_ports_per_subscriber: if mode & mode_bits::QUOTAS != 0 { 4 } else { 0 },
+        max_sessions_per_subscriber: if mode & mode_bits::QUOTAS != 0 { 8 } else { 0 },
+        forwards: if mode & mode_bits::FORWARDS != 0 {
+            ["tcp:1030=192.168.1.2:22", "udp:40006=192.168.1.3:53"]
+                .iter()
+                .map(|f| f.parse().expect("harness forward"))
+                .collect()
+        } else {
+            Vec::new()
+        },
         ..Config::default()
     }
 }
@@ -327,8 +341,9 @@ fn check_table(e: &Engine, now: Time) {
         e.session_count(),
         "sessions() vs session_count()"
     );
+    // Every mapping has a session, except the static ones of the port forwards.
     assert!(
-        e.mapping_count() <= e.session_count(),
+        e.mapping_count() <= e.session_count() + c.forwards.len(),
         "more mappings ({}) than sessions ({})",
         e.mapping_count(),
         e.session_count()
@@ -377,7 +392,7 @@ pub struct PathSummary {
 /// The `packet_path` target. Panics (the fuzzer's crash) when an invariant breaks.
 pub fn packet_path(data: &[u8]) -> PathSummary {
     let (c, mode, recs) = decode(data);
-    let engine = Engine::new(config(c)).expect("harness configs are valid");
+    let engine = Engine::new(config(c, mode)).expect("harness configs are valid");
     let w = engine.worker();
     let cfg = engine.config().clone();
     let mut scratch = vec![0u8; 1514];
@@ -602,8 +617,8 @@ pub fn packet_path(data: &[u8]) -> PathSummary {
     );
     assert_eq!(
         engine.mapping_count(),
-        0,
-        "mappings left after every timer ran out"
+        cfg.forwards.len(),
+        "mappings left after every timer ran out (beyond the static forwards)"
     );
     // And the emptied table serves new flows again, once the freed ports have rested.
     let later = later + cfg.port_cooldown + std::time::Duration::from_secs(1);
