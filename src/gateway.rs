@@ -12,6 +12,7 @@
 use crate::control::netlink::{Snapshot, SnapshotReader};
 use crate::datapath::{FrameInfo, Port, wait_readable};
 use crate::nat::{Direction, Time, Verdict, Worker};
+use crate::observe::pcap::PcapWriter;
 use crate::wire::{Arp, Ethernet, ethertype};
 use std::collections::HashMap;
 use std::io;
@@ -125,9 +126,15 @@ struct Side {
     /// Frames for this side produced while receiving (ICMP errors, ARP requests, hairpinned
     /// frames), sent after the batch.
     out: Vec<(Vec<u8>, FrameInfo)>,
+    /// `--pcap`: what crosses this interface.
+    pcap: Option<PcapWriter>,
 }
 
 impl Side {
+    fn capture(&mut self, frame: &[u8]) {
+        capture(&mut self.pcap, frame);
+    }
+
     fn queue(&mut self, frame: &[u8]) {
         queue(&mut self.out, frame, FrameInfo::default());
     }
@@ -186,6 +193,7 @@ impl GatewayWorker {
             link,
             neigh: Neighbours::new(),
             out: Vec::with_capacity(MAX_PENDING_REPLIES),
+            pcap: None,
         };
         GatewayWorker {
             worker,
@@ -200,11 +208,26 @@ impl GatewayWorker {
         }
     }
 
+    /// Captures both interfaces into `dir/<interface>-w<worker>.pcap` (`--pcap`).
+    pub fn capture_to(&mut self, dir: &std::path::Path, worker: usize) -> io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for side in [&mut self.inside, &mut self.outside] {
+            let path = dir.join(format!("{}-w{worker}.pcap", side.link.name));
+            side.pcap = Some(PcapWriter::create(&path)?);
+        }
+        Ok(())
+    }
+
     /// Runs until the stop flag is set.
     pub fn run(&mut self) -> io::Result<()> {
         while !self.stop.load(Ordering::Relaxed) {
             let n = self.step(Duration::ZERO)?;
             if n == 0 {
+                for side in [&mut self.inside, &mut self.outside] {
+                    if let Some(p) = &mut side.pcap {
+                        let _ = p.flush();
+                    }
+                }
                 wait_readable(
                     &[self.inside.port.fd(), self.outside.port.fd()],
                     Duration::from_millis(50),
@@ -221,6 +244,7 @@ impl GatewayWorker {
         n += self.direction(Direction::Inbound, &snap, timeout)?;
         for side in [&mut self.inside, &mut self.outside] {
             for (f, info) in side.out.drain(..) {
+                capture(&mut side.pcap, &f);
                 if side.port.tx(&f, &info).is_err() {
                     GatewayStats::bump(&self.stats.tx_errors);
                 } else {
@@ -253,9 +277,11 @@ impl GatewayWorker {
         let rx_link = rx.link.clone();
         let rx_neigh = &mut rx.neigh;
         let rx_out = &mut rx.out;
+        let rx_pcap = &mut rx.pcap;
         let n = rx
             .port
             .rx(timeout, &mut |frame: &mut [u8], info: &FrameInfo| {
+                capture(rx_pcap, frame);
                 if frame.len() < Ethernet::HEADER_LEN {
                     return;
                 }
@@ -402,8 +428,10 @@ fn send(
             );
         }
         let port = &mut side.port;
+        let pcap = &mut side.pcap;
         let mut err = false;
         let r = crate::wire::frag::fragment(frame, Ethernet::HEADER_LEN, side.link.mtu, buf, |f| {
+            capture(pcap, f);
             err |= port.tx(f, &FrameInfo::default()).is_err();
             GatewayStats::bump(&stats.fragments_sent);
         });
@@ -412,7 +440,18 @@ fn send(
         }
         return;
     }
+    side.capture(frame);
     if side.port.tx(frame, info).is_err() {
         GatewayStats::bump(&stats.tx_errors);
+    }
+}
+
+/// Records a frame when capturing; a failing capture stops itself rather than the gateway.
+fn capture(pcap: &mut Option<PcapWriter>, frame: &[u8]) {
+    if let Some(p) = pcap {
+        if let Err(e) = p.record(frame) {
+            tracing::error!("pcap capture stopped: {e}");
+            *pcap = None;
+        }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod maplog;
 pub mod metrics;
+pub mod pcap;
 pub mod socket;
 pub mod top;
 
