@@ -448,10 +448,8 @@ fn send(
 
 /// Records a frame when capturing; a failing capture stops itself rather than the gateway.
 fn capture(pcap: &mut Option<PcapWriter>, frame: &[u8]) {
-    if let Some(p) = pcap {
-        if let Err(e) = p.record(frame) {
-            tracing::error!("pcap capture stopped: {e}");
-            *pcap = None;
-        }
+    if let Some(Err(e)) = pcap.as_mut().map(|p| p.record(frame)) {
+        tracing::error!("pcap capture stopped: {e}");
+        *pcap = None;
     }
 }
