@@ -491,7 +491,9 @@ impl HostSetup {
         };
         let mut warnings = Vec::new();
         let writable = || OpenOptions::new().write(true).open(RESERVED_PORTS);
-        if self.reserve_ports && matches!(writable(), Err(e) if e.kind() == io::ErrorKind::PermissionDenied) {
+        if self.reserve_ports
+            && matches!(writable(), Err(e) if e.kind() == io::ErrorKind::PermissionDenied)
+        {
             // Running with CAP_NET_ADMIN + CAP_NET_RAW only (not uid 0): /proc/sys is root's.
             warnings.push(format!(
                 "cannot write {RESERVED_PORTS} without root: rnat's ports are not reserved from the host's own sockets                  (set it before starting rnat, e.g. ExecStartPre=+sysctl -w net.ipv4.ip_local_reserved_ports={})",

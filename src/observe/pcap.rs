@@ -36,7 +36,9 @@ impl PcapWriter {
 
     /// Appends one frame with the current time.
     pub fn record(&mut self, frame: &[u8]) -> io::Result<()> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let caplen = frame.len().min(SNAPLEN as usize);
         self.out.write_all(&(now.as_secs() as u32).to_le_bytes())?;
         self.out.write_all(&now.subsec_micros().to_le_bytes())?;
@@ -72,9 +74,16 @@ mod tests {
         }
         let b = std::fs::read(&path).unwrap();
         assert_eq!(&b[0..4], &0xa1b2_c3d4u32.to_le_bytes());
-        assert_eq!(u32::from_le_bytes(b[20..24].try_into().unwrap()), 1, "Ethernet");
+        assert_eq!(
+            u32::from_le_bytes(b[20..24].try_into().unwrap()),
+            1,
+            "Ethernet"
+        );
         assert_eq!(b.len(), 24 + 16 + 60 + 16 + 1514);
-        assert_eq!(u32::from_le_bytes(b[24 + 8..24 + 12].try_into().unwrap()), 60);
+        assert_eq!(
+            u32::from_le_bytes(b[24 + 8..24 + 12].try_into().unwrap()),
+            60
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
