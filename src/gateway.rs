@@ -171,10 +171,14 @@ pub struct GatewayWorker {
     frag_buf: Vec<u8>,
 }
 
-/// Engine time for an instant: nanoseconds since the gateway's epoch (shared with the control
-/// plane, which drives expiry with the same clock).
+/// Engine time at the gateway's epoch. Not zero, so that sessions restored from a snapshot
+/// (`--snapshot`) can be given a `last_seen` up to this far in the past.
+pub const ENGINE_CLOCK_START: Duration = Duration::from_secs(30 * 86400);
+
+/// Engine time for an instant: [`ENGINE_CLOCK_START`] plus the time since the gateway's epoch
+/// (shared with the control plane, which drives expiry with the same clock).
 pub fn engine_time(epoch: Instant, at: Instant) -> Time {
-    Time::from_nanos(at.saturating_duration_since(epoch).as_nanos() as u64)
+    Time::ZERO + ENGINE_CLOCK_START + at.saturating_duration_since(epoch)
 }
 
 impl GatewayWorker {

@@ -8,6 +8,7 @@ pub mod datapath;
 pub mod gateway;
 pub mod nat;
 pub mod observe;
+pub mod persist;
 pub mod preflight;
 pub mod settings;
 pub mod wire;

@@ -11,6 +11,7 @@ use rnat::nat::{Config, Engine, PortRange, Timeouts};
 use rnat::observe::maplog::MappingLog;
 use rnat::observe::socket::{self, Request};
 use rnat::observe::{self as obs, Observer, SessionFilter};
+use rnat::persist::SnapshotFile;
 use rnat::settings::{GatewayArgs, LogFormat, Settings};
 use std::io::IsTerminal as _;
 use std::net::Ipv4Addr;
@@ -426,7 +427,8 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
         max_ports_per_subscriber: cli.max_ports_per_subscriber,
         max_sessions_per_subscriber: cli.max_sessions_per_subscriber,
         shards: 64,
-        seed: random_seed(),
+        // The previous run's seed, with its snapshot: paired pooling stays as it was.
+        seed: rnat::persist::seed(cli.snapshot.as_deref()).unwrap_or_else(random_seed),
         outside_mtu: outside.mtu.min(65535) as u16,
         inside_mtu: inside.mtu.min(65535) as u16,
         ..Config::default()
@@ -453,6 +455,11 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
     let in_port = open_port(cli.backend, &cli.inside, inside.mtu)?;
     let out_port = open_port(cli.backend, &cli.outside, outside.mtu)?;
     let epoch = Instant::now();
+    // The previous run's sessions, before any datapath thread starts.
+    let mut snapshot = (cli.snapshot.clone()).map(|p| SnapshotFile::new(p, cli.snapshot_interval));
+    if let Some(s) = &snapshot {
+        s.restore(&engine, engine_time(epoch, epoch));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let gw_stats = Arc::new(GatewayStats::default());
     let observer = Observer::new(engine.clone(), gw_stats.clone(), epoch);
@@ -520,6 +527,9 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
                 ticks += 1;
                 let now = engine_time(epoch, Instant::now());
                 let removed = engine.expire(now);
+                if let Some(s) = snapshot.as_mut() {
+                    s.tick(&engine, now);
+                }
                 if removed > 0 {
                     tracing::debug!(removed, "expired sessions");
                 }
@@ -548,6 +558,10 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
     }
     if let Some(m) = maplog.as_mut() {
         m.finish();
+    }
+    // The datapath threads have stopped: the table is final.
+    if let Some(s) = snapshot.as_mut() {
+        s.save(&engine, engine_time(epoch, Instant::now()));
     }
     guard.undo()?;
     let s = engine.stats();

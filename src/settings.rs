@@ -135,6 +135,13 @@ pub struct GatewayArgs {
     /// Serve Prometheus metrics over HTTP at ADDR:PORT (off by default).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Keep the translation table in FILE across restarts: restored at start, written every
+    /// --snapshot-interval seconds and on SIGTERM/SIGINT, atomically (off by default).
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
+    /// Seconds between snapshot writes (0: only on exit) [default: 60].
+    #[arg(long, value_name = "S")]
+    pub snapshot_interval: Option<u64>,
 }
 
 /// The configuration file: the same options as [`GatewayArgs`], keys spelled like the flags.
@@ -170,6 +177,8 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub log_mappings: Option<bool>,
     pub metrics_listen: Option<SocketAddr>,
+    pub snapshot: Option<PathBuf>,
+    pub snapshot_interval: Option<u64>,
 }
 
 impl FileConfig {
@@ -218,6 +227,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub log_mappings: bool,
     pub metrics_listen: Option<SocketAddr>,
+    /// The snapshot file (`--snapshot`), if any.
+    pub snapshot: Option<PathBuf>,
+    /// Seconds between snapshot writes; 0: only on exit.
+    pub snapshot_interval: u64,
 }
 
 fn parse_opt<T: std::str::FromStr<Err = String>>(
@@ -348,6 +361,8 @@ impl Settings {
             },
             log_mappings: a.log_mappings || f.log_mappings.unwrap_or(false),
             metrics_listen: a.metrics_listen.or(f.metrics_listen),
+            snapshot: a.snapshot.clone().or_else(|| f.snapshot.clone()),
+            snapshot_interval: a.snapshot_interval.or(f.snapshot_interval).unwrap_or(60),
         };
         if s.inside == s.outside {
             bail!("--inside and --outside must be different interfaces");
@@ -377,6 +392,7 @@ impl Settings {
             max_sessions_per_subscriber => "max-sessions-per-subscriber",
             reserve_ports => "no-reserve-ports", run_dir => "run-dir",
             log_format => "log-format", metrics_listen => "metrics-listen",
+            snapshot => "snapshot", snapshot_interval => "snapshot-interval",
         );
         v
     }
