@@ -5,7 +5,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rnat::control::host::{self, HostSetup};
 use rnat::control::netlink::{Interface, Watcher};
-use rnat::datapath::{AfPacket, AfPacketOptions, Backend, PnetOptions, PnetPort, Port};
+use rnat::datapath::{
+    AfPacket, AfPacketOptions, Backend, Fanout, FanoutMode, PnetOptions, PnetPort, Port,
+};
 use rnat::gateway::{GatewayStats, GatewayWorker, Link, engine_time};
 use rnat::nat::{Config, Engine, PortRange, Timeouts};
 use rnat::observe::maplog::MappingLog;
@@ -304,13 +306,53 @@ fn link_of(i: &Interface, addr: Ipv4Addr) -> Result<Link> {
     })
 }
 
-fn open_port(backend: Backend, ifname: &str, mtu: usize) -> Result<Box<dyn Port>> {
+/// Datapath threads for `--workers N` (0: one per CPU, at most 8); the pnet backend runs one.
+fn worker_count(requested: usize, backend: Backend) -> usize {
+    if backend == Backend::Pnet {
+        if requested > 1 {
+            tracing::warn!("the pnet backend runs one datapath thread; --workers ignored");
+        }
+        return 1;
+    }
+    match requested {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8),
+        n => n.min(64),
+    }
+}
+
+/// PACKET_FANOUT group ids of this process, one per interface (inside, outside): derived from the
+/// pid, so two rnat instances in one namespace do not share a group (interface locks already keep
+/// two instances off the same interface; the kernel matches groups per namespace).
+fn fanout_groups() -> (u16, u16) {
+    let base = ((std::process::id() & 0x3fff) as u16) << 1;
+    (base, base | 1)
+}
+
+fn open_port(
+    backend: Backend,
+    ifname: &str,
+    mtu: usize,
+    fanout: Option<(u16, usize)>,
+) -> Result<Box<dyn Port>> {
     let port: Box<dyn Port> = match backend {
         Backend::AfPacket => {
-            let opts = AfPacketOptions {
+            let mut opts = AfPacketOptions {
                 promiscuous: false,
                 ..AfPacketOptions::default()
             };
+            if let Some((group, workers)) = fanout {
+                // Hash mode is symmetric per flow; defrag makes all fragments of a datagram meet
+                // on one worker (its fragment tracker). Rings shrink with the worker count.
+                opts.fanout = Some(Fanout {
+                    group,
+                    mode: FanoutMode::Hash,
+                    defrag: true,
+                });
+                opts.block_count = (opts.block_count / workers as u32).max(16);
+            }
             Box::new(
                 AfPacket::open(ifname, &opts)
                     .with_context(|| format!("cannot open {ifname} (AF_PACKET)"))?,
@@ -452,8 +494,19 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
         tracing::warn!("{w}");
     }
 
-    let in_port = open_port(cli.backend, &cli.inside, inside.mtu)?;
-    let out_port = open_port(cli.backend, &cli.outside, outside.mtu)?;
+    // One GatewayWorker per thread, each with its own sockets on both interfaces, joined into
+    // one fanout group per interface; all share the engine (sharded table), so the return traffic
+    // of a flow finds its session on whichever worker receives it.
+    let workers = worker_count(cli.workers, cli.backend);
+    let (in_group, out_group) = fanout_groups();
+    let mut ports = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let fo = |g| (workers > 1).then_some((g, workers));
+        ports.push((
+            open_port(cli.backend, &cli.inside, inside.mtu, fo(in_group))?,
+            open_port(cli.backend, &cli.outside, outside.mtu, fo(out_group))?,
+        ));
+    }
     let epoch = Instant::now();
     // The previous run's sessions, before any datapath thread starts.
     let mut snapshot = (cli.snapshot.clone()).map(|p| SnapshotFile::new(p, cli.snapshot_interval));
@@ -476,29 +529,39 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
         }
         None => None,
     };
-    let mut gw = GatewayWorker::new(
-        engine.worker(),
-        (in_port, inside.clone()),
-        (out_port, outside.clone()),
-        watcher.reader(),
-        gw_stats.clone(),
-        epoch,
-        stop.clone(),
-    );
+    let gws: Vec<GatewayWorker> = ports
+        .into_iter()
+        .map(|(in_port, out_port)| {
+            GatewayWorker::new(
+                engine.worker(),
+                (in_port, inside.clone()),
+                (out_port, outside.clone()),
+                watcher.reader(),
+                gw_stats.clone(),
+                epoch,
+                stop.clone(),
+            )
+        })
+        .collect();
     // Signal handlers go in before "ready", so a signal right after it is not fatal.
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let backend = cli.backend;
-    let thread = std::thread::Builder::new()
-        .name("rnat-worker".into())
-        .spawn(move || gw.run())?;
+    let mut threads = Vec::with_capacity(gws.len());
+    for (i, mut gw) in gws.into_iter().enumerate() {
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("rnat-worker-{i}"))
+                .spawn(move || gw.run())?,
+        );
+    }
 
     let publics: Vec<String> = cfg.public_addrs.iter().map(|a| a.to_string()).collect();
     tracing::info!(
         inside = %cli.inside, outside = %cli.outside, public = %publics.join(","),
-        ports = %host::format_ranges(&cfg.port_ranges), backend = ?backend,
+        ports = %host::format_ranges(&cfg.port_ranges), backend = ?backend, workers,
         control = %ctl_file.path().display(), "translating"
     );
     eprintln!(
@@ -539,8 +602,8 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
                 if cli.show_sessions > 0 && ticks.is_multiple_of(cli.show_sessions) {
                     print!("{}", obs::format_sessions(&observer.sessions(&SessionFilter::default())));
                 }
-                if thread.is_finished() {
-                    break Err(anyhow::anyhow!("the datapath thread stopped"));
+                if threads.iter().any(|t| t.is_finished()) {
+                    break Err(anyhow::anyhow!("a datapath thread stopped"));
                 }
             }
         }
@@ -551,10 +614,12 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
         t.abort();
     }
     drop(ctl_file);
-    match thread.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!("datapath: {e}"),
-        Err(_) => tracing::error!("datapath thread panicked"),
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("datapath: {e}"),
+            Err(_) => tracing::error!("datapath thread panicked"),
+        }
     }
     if let Some(m) = maplog.as_mut() {
         m.finish();

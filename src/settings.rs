@@ -109,6 +109,11 @@ pub struct GatewayArgs {
     /// Datapath backend: af_packet (mmap rings, the default) or pnet (portable fallback).
     #[arg(long)]
     pub backend: Option<Backend>,
+    /// Datapath threads (af_packet; each with its own sockets in a PACKET_FANOUT group per
+    /// interface, sharing one translation table) [default: the number of CPUs, at most 8]. The
+    /// pnet backend always runs one.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     /// Switch NIC offloads off on both interfaces for the run (not needed: rnat handles GSO and
     /// partial checksums).
     #[arg(long)]
@@ -169,6 +174,7 @@ pub struct FileConfig {
     pub max_ports_per_subscriber: Option<u32>,
     pub max_sessions_per_subscriber: Option<u32>,
     pub backend: Option<String>,
+    pub workers: Option<usize>,
     pub offloads_off: Option<bool>,
     pub no_reserve_ports: Option<bool>,
     pub run_dir: Option<PathBuf>,
@@ -219,6 +225,8 @@ pub struct Settings {
     pub max_ports_per_subscriber: u32,
     pub max_sessions_per_subscriber: u32,
     pub backend: Backend,
+    /// Datapath threads; 0: one per CPU (at most 8).
+    pub workers: usize,
     pub offloads_off: bool,
     pub reserve_ports: bool,
     pub run_dir: PathBuf,
@@ -346,6 +354,7 @@ impl Settings {
                 Some(b) => b,
                 None => parse_opt("backend", &f.backend)?.unwrap_or_default(),
             },
+            workers: a.workers.or(f.workers).unwrap_or(0),
             offloads_off: a.offloads_off || f.offloads_off.unwrap_or(false),
             reserve_ports: !(a.no_reserve_ports || f.no_reserve_ports.unwrap_or(false)),
             run_dir: a
@@ -388,6 +397,7 @@ impl Settings {
             tcp_opening_timeout => "tcp-opening-timeout", icmp_timeout => "icmp-timeout",
             allow_short_timeouts => "allow-short-timeouts", port_cooldown => "port-cooldown",
             max_sessions => "max-sessions", backend => "backend", offloads_off => "offloads-off",
+            workers => "workers",
             forwards => "forward", max_ports_per_subscriber => "max-ports-per-subscriber",
             max_sessions_per_subscriber => "max-sessions-per-subscriber",
             reserve_ports => "no-reserve-ports", run_dir => "run-dir",

@@ -1,0 +1,53 @@
+//! End-to-end: rnat with `--workers 2` (two datapath threads, AF_PACKET fanout groups on both
+//! interfaces, one shared translation table). Real clients through the lab as in `e2e_gateway`;
+//! the traffic must work and be translated whichever worker sees each direction of a flow.
+//!
+//! Run as root: `cargo test --test e2e_workers` (skips with a note otherwise).
+
+mod common;
+
+use common::*;
+
+fn through_rnat_workers(scenario: impl FnOnce(&Lab) -> Result<Observation, String>) -> Observation {
+    let lab = Lab::new();
+    let mut rnat = lab.start_rnat(&["--workers", "2"]);
+    let obs = scenario(&lab).unwrap_or_else(|e| rnat.fail(&e));
+    obs.assert_translated()
+        .unwrap_or_else(|e| rnat.fail(&format!("{e}\nnotes: {:?}", obs.notes)));
+    if !rnat.is_running() {
+        rnat.fail("rnat exited during the test");
+    }
+    obs
+}
+
+#[test]
+fn e2e_workers_ping() {
+    require_root!();
+    through_rnat_workers(|lab| scenarios::ping(lab, "h1"));
+}
+
+#[test]
+fn e2e_workers_http_download() {
+    require_root!();
+    through_rnat_workers(|lab| scenarios::http_download(lab, "h1"));
+}
+
+#[test]
+fn e2e_workers_udp_echo() {
+    require_root!();
+    let obs = through_rnat_workers(|lab| scenarios::udp_echo(lab, "h1"));
+    assert_eq!(obs.server_endpoints.len(), 3, "{obs:?}");
+}
+
+#[test]
+fn e2e_workers_tcp_bulk_iperf3() {
+    require_root!();
+    let obs = through_rnat_workers(|lab| scenarios::iperf_tcp(lab, "h1"));
+    eprintln!("iperf3 through rnat --workers 2: {:?}", obs.notes);
+}
+
+#[test]
+fn e2e_workers_two_hosts() {
+    require_root!();
+    through_rnat_workers(scenarios::two_hosts);
+}
