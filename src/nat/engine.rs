@@ -13,6 +13,7 @@ use crate::wire::{Ethernet, Icmp, Ipv4, Tcp, Udp, ethertype, proto};
 use parking_lot::Mutex;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 /// Frames per group in [`Worker::process_batch`]: enough to overlap the cache misses of a group,
@@ -76,6 +77,10 @@ pub struct Engine {
     class_total: [u32; 2],
     pub(super) table: Table,
     workers: Mutex<Vec<Arc<WorkerStats>>>,
+    /// What can change while running (`Engine::reconfigure`).
+    pub(super) live: super::live::Live,
+    /// The port forwards in effect.
+    pub(super) forwards: Mutex<Vec<super::config::Forward>>,
 }
 
 /// A datapath thread's handle on the engine, with its own counters.
@@ -144,6 +149,8 @@ impl Engine {
         let table = Table::new(&cfg);
         install_forwards(&cfg, &table)?;
         Ok(Arc::new(Engine {
+            live: super::live::Live::new(&cfg),
+            forwards: Mutex::new(cfg.forwards.clone()),
             cfg,
             class_ranges,
             class_total,
@@ -186,12 +193,7 @@ impl Engine {
 
     #[inline]
     fn timeout(&self, proto: u8, state: u8) -> Duration {
-        let t = &self.cfg.timeouts;
-        match proto {
-            proto::TCP => TcpState::from_u8(state).map_or(t.tcp_transitory, |s| s.timeout(t)),
-            proto::UDP => t.udp,
-            _ => t.icmp,
-        }
+        self.live.timeout(proto, state)
     }
 
     #[inline]
@@ -276,7 +278,7 @@ impl Engine {
         let Some(p) = Proto::from_ip(m.proto) else {
             return;
         };
-        let until = (now + self.cfg.port_cooldown).secs_u32().saturating_add(1);
+        let until = (now + self.live.cooldown()).secs_u32().saturating_add(1);
         self.table.ports.release(m.pub_idx, p, m.pub_port, until);
     }
 
@@ -809,7 +811,7 @@ impl Worker {
             !e.expired(s.proto, s.state, s.last_seen, now)
         });
         if let Some(id) = live {
-            let refresh = e.cfg.inbound_refresh;
+            let refresh = e.live.inbound_refresh();
             let s = sh.sessions.get_mut(id);
             if p == proto::TCP {
                 let st = TcpState::from_u8(s.state).unwrap_or(TcpState::SynIn);
@@ -828,7 +830,7 @@ impl Worker {
         }
         // A port forward is open to everyone.
         let allowed = m.flags & M_STATIC != 0
-            || match e.cfg.filtering(fl.proto) {
+            || match e.live.filtering(fl.proto) {
                 Filtering::EndpointIndependent => true,
                 Filtering::AddressDependent => sh.has_peer(seed, mid, fl.src),
                 Filtering::AddressAndPortDependent => false,
@@ -952,13 +954,10 @@ impl Engine {
     #[inline]
     fn quota_take(&self, ip: u32, q: Quota) -> bool {
         let limit = match q {
-            Quota::Port => self.cfg.max_ports_per_subscriber,
-            Quota::Session => self.cfg.max_sessions_per_subscriber,
+            Quota::Port => self.live.max_ports_per_subscriber.load(Relaxed),
+            Quota::Session => self.live.max_sessions_per_subscriber.load(Relaxed),
         };
-        if limit == 0
-            && self.cfg.max_ports_per_subscriber == 0
-            && self.cfg.max_sessions_per_subscriber == 0
-        {
+        if limit == 0 && self.table.subs.is_disabled() {
             return true;
         }
         let Some(sub) = self.table.subs.get(self.table.seed, ip) else {
@@ -973,7 +972,7 @@ impl Engine {
 
     #[inline]
     fn quota_give(&self, ip: u32, q: Quota) {
-        if self.cfg.max_ports_per_subscriber == 0 && self.cfg.max_sessions_per_subscriber == 0 {
+        if self.table.subs.is_disabled() {
             return;
         }
         if let Some(sub) = self.table.subs.get(self.table.seed, ip) {
@@ -994,7 +993,7 @@ impl Engine {
 }
 
 /// Creates the static mappings of the port forwards; their ports are claimed for good.
-fn install_forwards(cfg: &Config, table: &Table) -> Result<(), ConfigError> {
+pub(super) fn install_forwards(cfg: &Config, table: &Table) -> Result<(), ConfigError> {
     for fw in &cfg.forwards {
         let name = || format!("{}:{}={}", fw.proto.name(), fw.public_port, fw.inside);
         let pub_idx = match fw.public_addr {

@@ -8,6 +8,7 @@ mod engine;
 mod fragment;
 mod hairpin;
 mod icmp;
+mod live;
 mod index;
 pub mod snapshot;
 mod stats;
@@ -15,6 +16,7 @@ mod table;
 pub mod tcp;
 
 pub use config::{Config, ConfigError, Filtering, Forward, PortRange, Prefix, Timeouts};
+pub use live::Reconfigured;
 pub use engine::{Engine, FrameMeta, SessionInfo, Verdict, Worker};
 pub use snapshot::{RestoreReport, SnapshotError};
 pub use stats::{DropReason, Stats};

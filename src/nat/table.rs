@@ -630,6 +630,11 @@ impl Subscribers {
     pub fn heap_bytes(&self) -> usize {
         self.slots.len() * std::mem::size_of::<SubSlot>()
     }
+
+    /// No quota was configured at start: nothing is counted.
+    pub fn is_disabled(&self) -> bool {
+        self.slots.is_empty()
+    }
 }
 
 /// Takes one unit of `counter` if it is below `limit`.
