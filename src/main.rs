@@ -385,7 +385,13 @@ fn run(args: GatewayArgs, cli: Settings, log: Option<LogHandle>) -> Result<ExitC
 /// SIGHUP: re-reads the configuration file and applies what can change live (log level, the
 /// mapping log, `show-sessions`); the rest is reported as needing a restart. A bad file is
 /// rejected and the running configuration kept.
-fn reload(args: &GatewayArgs, running: &mut Settings, log: Option<&LogHandle>) {
+fn reload(
+    args: &GatewayArgs,
+    running: &mut Settings,
+    log: Option<&LogHandle>,
+    engine: &Engine,
+    now: rnat::nat::Time,
+) {
     let Some(file) = &args.config else {
         tracing::warn!("SIGHUP: no --config file to reload");
         return;
@@ -410,6 +416,59 @@ fn reload(args: &GatewayArgs, running: &mut Settings, log: Option<&LogHandle>) {
     }
     running.log_mappings = new.log_mappings;
     running.show_sessions = new.show_sessions;
+    // What the engine can change live: timers, filtering, cool-down, quotas, forwards.
+    let mut cfg = engine.current_config();
+    cfg.timeouts = Timeouts {
+        udp: Duration::from_secs(new.udp_timeout),
+        tcp_established: Duration::from_secs(new.tcp_established_timeout),
+        tcp_transitory: Duration::from_secs(new.tcp_transitory_timeout),
+        tcp_opening: Duration::from_secs(new.tcp_opening_timeout),
+        icmp: Duration::from_secs(new.icmp_timeout),
+    };
+    (cfg.filtering_tcp, cfg.filtering_udp, cfg.filtering_icmp) =
+        (new.filtering_tcp, new.filtering_udp, new.filtering_icmp);
+    cfg.port_cooldown = Duration::from_secs(new.port_cooldown);
+    cfg.forwards = new.forwards.clone();
+    cfg.max_ports_per_subscriber = new.max_ports_per_subscriber;
+    cfg.max_sessions_per_subscriber = new.max_sessions_per_subscriber;
+    let short = cfg.rfc_timer_violations();
+    if !short.is_empty() && !new.allow_short_timeouts {
+        let list: Vec<String> = short.iter().map(|e| e.to_string()).collect();
+        tracing::error!(
+            "configuration reload rejected, keeping the running configuration: {}",
+            list.join("; ")
+        );
+        return;
+    }
+    match engine.reconfigure(&cfg, now) {
+        Ok(r) => {
+            if !r.applied.is_empty() {
+                tracing::info!(applied = %r.applied.join(", "), "engine reconfigured, sessions kept");
+            }
+            let live = engine.current_config();
+            running.udp_timeout = live.timeouts.udp.as_secs();
+            running.tcp_established_timeout = live.timeouts.tcp_established.as_secs();
+            running.tcp_transitory_timeout = live.timeouts.tcp_transitory.as_secs();
+            running.tcp_opening_timeout = live.timeouts.tcp_opening.as_secs();
+            running.icmp_timeout = live.timeouts.icmp.as_secs();
+            (
+                running.filtering_tcp,
+                running.filtering_udp,
+                running.filtering_icmp,
+            ) = (live.filtering_tcp, live.filtering_udp, live.filtering_icmp);
+            running.port_cooldown = live.port_cooldown.as_secs();
+            running.forwards = live.forwards.clone();
+            running.max_ports_per_subscriber = live.max_ports_per_subscriber;
+            running.max_sessions_per_subscriber = live.max_sessions_per_subscriber;
+            running.allow_short_timeouts = new.allow_short_timeouts;
+        }
+        Err(e) => {
+            tracing::error!(
+                "configuration reload rejected, keeping the running configuration: {e}"
+            );
+            return;
+        }
+    }
     let fixed = running.needs_restart(&new);
     if !fixed.is_empty() {
         tracing::warn!(
@@ -579,7 +638,7 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             _ = sighup.recv() => {
-                reload(&args, &mut cli, log.as_ref());
+                reload(&args, &mut cli, log.as_ref(), &engine, engine_time(epoch, Instant::now()));
                 match (&maplog, cli.log_mappings) {
                     (None, true) => maplog = Some(MappingLog::new()),
                     (Some(_), false) => maplog = None,

@@ -289,11 +289,11 @@ fn observe_config_file_flags_override_and_bad_file_rejected() {
     let st = client_json(&lab, &rnat, &["stats", "--json"]);
     assert!(st["sessions"].as_u64().unwrap() >= 2, "{st:#}");
 
-    // A good file: the log level changes live, the timeout change is reported as needing a
-    // restart.
+    // A good file: the log level and the timeouts change live, the sessions stay; a new public
+    // address is reported as needing a restart.
     std::fs::write(
         &cfg,
-        "allow-short-timeouts = true\nudp-timeout = 100\nicmp-timeout = 30\nlog-level = \"debug\"\n",
+        "allow-short-timeouts = true\nudp-timeout = 100\nicmp-timeout = 30\nlog-level = \"debug\"\npublic = [\"203.0.113.1\", \"203.0.113.9\"]\n",
     )
     .unwrap();
     hup(&rnat);
@@ -302,7 +302,12 @@ fn observe_config_file_flags_override_and_bad_file_rejected() {
     });
     assert!(
         e.lines()
-            .any(|l| l.contains("udp-timeout changed") && l.contains("restart")),
+            .any(|l| l.contains("engine reconfigured") && l.contains("timeouts")),
+        "{e}"
+    );
+    assert!(
+        e.lines()
+            .any(|l| l.contains("public changed") && l.contains("restart")),
         "{e}"
     );
     assert!(
@@ -310,6 +315,20 @@ fn observe_config_file_flags_override_and_bad_file_rejected() {
             .any(|l| l.contains("configuration reloaded") && l.contains("debug")),
         "{e}"
     );
+    let s = client_json(&lab, &rnat, &["sessions", "--json"]);
+    assert!(
+        rows(&s).len() >= 2,
+        "sessions kept across the reload: {s:#}"
+    );
+    for row in rows(&s) {
+        let left = row["expires_in_s"].as_u64().unwrap();
+        if row["proto"].as_str() == Some("udp") {
+            assert!(
+                left <= 100,
+                "the new udp-timeout applies to running sessions: {row:#}"
+            );
+        }
+    }
     assert!(rnat.is_running());
 }
 
