@@ -588,7 +588,7 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
         }
         None => None,
     };
-    let gws: Vec<GatewayWorker> = ports
+    let mut gws: Vec<GatewayWorker> = ports
         .into_iter()
         .map(|(in_port, out_port)| {
             GatewayWorker::new(
@@ -602,6 +602,13 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
             )
         })
         .collect();
+    if let Some(dir) = &cli.pcap {
+        for (i, gw) in gws.iter_mut().enumerate() {
+            gw.capture_to(dir, i)
+                .with_context(|| format!("--pcap {}", dir.display()))?;
+        }
+        tracing::info!(dir = %dir.display(), "capturing both interfaces to pcap files");
+    }
     // Signal handlers go in before "ready", so a signal right after it is not fatal.
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigterm = signal(SignalKind::terminate())?;

@@ -147,6 +147,10 @@ pub struct GatewayArgs {
     /// Seconds between snapshot writes (0: only on exit) [default: 60].
     #[arg(long, value_name = "S")]
     pub snapshot_interval: Option<u64>,
+    /// Capture what enters and leaves both interfaces into DIR/<interface>-w<worker>.pcap, for
+    /// Wireshark (a debugging aid: it costs a copy per frame).
+    #[arg(long, value_name = "DIR")]
+    pub pcap: Option<PathBuf>,
 }
 
 /// The configuration file: the same options as [`GatewayArgs`], keys spelled like the flags.
@@ -185,6 +189,7 @@ pub struct FileConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub snapshot: Option<PathBuf>,
     pub snapshot_interval: Option<u64>,
+    pub pcap: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -239,6 +244,8 @@ pub struct Settings {
     pub snapshot: Option<PathBuf>,
     /// Seconds between snapshot writes; 0: only on exit.
     pub snapshot_interval: u64,
+    /// `--pcap`: capture directory.
+    pub pcap: Option<PathBuf>,
 }
 
 fn parse_opt<T: std::str::FromStr<Err = String>>(
@@ -371,6 +378,7 @@ impl Settings {
             log_mappings: a.log_mappings || f.log_mappings.unwrap_or(false),
             metrics_listen: a.metrics_listen.or(f.metrics_listen),
             snapshot: a.snapshot.clone().or_else(|| f.snapshot.clone()),
+            pcap: a.pcap.clone().or_else(|| f.pcap.clone()),
             snapshot_interval: a.snapshot_interval.or(f.snapshot_interval).unwrap_or(60),
         };
         if s.inside == s.outside {
@@ -402,7 +410,7 @@ impl Settings {
             max_sessions_per_subscriber => "max-sessions-per-subscriber",
             reserve_ports => "no-reserve-ports", run_dir => "run-dir",
             log_format => "log-format", metrics_listen => "metrics-listen",
-            snapshot => "snapshot", snapshot_interval => "snapshot-interval",
+            snapshot => "snapshot", snapshot_interval => "snapshot-interval", pcap => "pcap",
         );
         v
     }

@@ -161,3 +161,54 @@ fn e2e_pnet_backend_http_download() {
     obs.assert_translated().unwrap_or_else(|e| rnat.fail(&e));
     assert!(rnat.is_running());
 }
+
+#[test]
+fn e2e_pcap_captures_both_sides_before_and_after_translation() {
+    require_root!();
+    let lab = Lab::new();
+    let dir = lab.temp_path("pcap");
+    let mut rnat = lab.start_rnat(&["--pcap", dir.to_str().unwrap(), "--workers", "1"]);
+    let out = lab.exec_timeout(
+        "h1",
+        &["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", SRV_IP],
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    rnat.stop_with(libc::SIGTERM, Duration::from_secs(5))
+        .unwrap_or_else(|e| rnat.fail(&e));
+    let read = |name: &str| {
+        let o = lab.exec(
+            "gw",
+            &[
+                "tcpdump",
+                "-n",
+                "-r",
+                dir.join(name).to_str().unwrap(),
+                "icmp",
+            ],
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let inside = read("eth1-w0.pcap");
+    let outside = read("eth0-w0.pcap");
+    assert!(
+        inside.contains(&format!("{H1_IP} > {SRV_IP}: ICMP echo request")),
+        "inside before translation:\n{inside}"
+    );
+    assert!(
+        inside.contains(&format!("{SRV_IP} > {H1_IP}: ICMP echo reply")),
+        "inside after translation:\n{inside}"
+    );
+    assert!(
+        outside.contains(&format!("{GW_PUBLIC_IP} > {SRV_IP}: ICMP echo request")),
+        "outside after translation:\n{outside}"
+    );
+    assert!(
+        outside.contains(&format!("{SRV_IP} > {GW_PUBLIC_IP}: ICMP echo reply")),
+        "outside before translation:\n{outside}"
+    );
+    assert!(
+        !outside.contains("192.168."),
+        "no private address on the outside:\n{outside}"
+    );
+}
