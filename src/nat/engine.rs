@@ -8,6 +8,7 @@ use super::table::{
 };
 use super::tcp::TcpState;
 use super::{Direction, Proto, Time};
+use crate::wire::bytes::{be16, be32, put16, put32};
 use crate::wire::checksum;
 use crate::wire::{Ethernet, Icmp, Ipv4, Tcp, Udp, ethertype, proto};
 use parking_lot::Mutex;
@@ -96,23 +97,6 @@ pub struct Worker {
 /// At most this many ICMP errors per second per worker about refused new flows (RFC 1812 asks
 /// routers to rate-limit the errors they generate).
 const ICMP_REFUSAL_RATE: u32 = 100;
-
-#[inline]
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-#[inline]
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-#[inline]
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-#[inline]
-fn put32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
-}
 
 pub(super) const L3: usize = Ethernet::HEADER_LEN;
 

@@ -30,6 +30,7 @@ use super::engine::{Flow, L3, Side, Worker, rewrite};
 use super::stats::{Counter, DropReason, WorkerStats};
 use super::table::mix;
 use super::{Direction, FrameMeta, Proto, Time, Verdict};
+use crate::wire::bytes::{be16, be32};
 use crate::wire::checksum::{update16, update32};
 use crate::wire::{Icmp, proto};
 use std::time::Duration;
@@ -337,13 +338,6 @@ impl Fragments {
             s = next;
         }
     }
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 /// Rewrites the address of a non-first fragment (source outbound, destination inbound),

@@ -21,25 +21,9 @@ use super::engine::{L3, Worker};
 use super::stats::{Counter, DropReason};
 use super::table::{Shard, map_hash, owner_parts};
 use super::{Direction, Proto, Time, Verdict};
+use crate::wire::bytes::{be16, be32, put16, put32};
 use crate::wire::checksum::{self, update16, update32};
 use crate::wire::{Icmp, proto};
-
-#[inline]
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-#[inline]
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-#[inline]
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-#[inline]
-fn put32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
-}
 
 /// Where the pieces of an ICMP error sit in the frame.
 struct Quoted {

@@ -8,16 +8,16 @@ mod engine;
 mod fragment;
 mod hairpin;
 mod icmp;
-mod live;
 mod index;
+mod live;
 pub mod snapshot;
 mod stats;
 mod table;
 pub mod tcp;
 
 pub use config::{Config, ConfigError, Filtering, Forward, PortRange, Prefix, Timeouts};
-pub use live::Reconfigured;
 pub use engine::{Engine, FrameMeta, SessionInfo, Verdict, Worker};
+pub use live::Reconfigured;
 pub use snapshot::{RestoreReport, SnapshotError};
 pub use stats::{DropReason, Stats};
 

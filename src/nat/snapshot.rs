@@ -44,6 +44,7 @@
 use super::table::{F_INBOUND_CREATED, M_STATIC, map_hash, owner_word, take};
 use super::tcp::TcpState;
 use super::{Engine, Proto, Time};
+use crate::wire::bytes::{be16, be32};
 use std::time::Duration;
 
 /// The first bytes of every snapshot.
@@ -151,12 +152,6 @@ pub fn crc32(data: &[u8]) -> u32 {
     })
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
 fn be64(b: &[u8], at: usize) -> u64 {
     (be32(b, at) as u64) << 32 | be32(b, at + 4) as u64
 }

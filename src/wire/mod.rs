@@ -11,6 +11,7 @@
 //! Setters never recompute checksums; callers update them incrementally with [`checksum`].
 #![forbid(unsafe_code)]
 
+pub(crate) mod bytes;
 pub mod checksum;
 pub mod frag;
 pub mod offload;
