@@ -7,14 +7,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn have_scapy(lab: &Lab) -> bool {
     lab.exec("srv", &["python3", "-c", "import scapy.all"])
         .status
@@ -48,7 +40,7 @@ fn e2e_rfc4787_req14_large_udp_datagram_both_ways() {
         port = servers::UDP_PORT
     );
     let out = lab.exec_timeout("h1", &["python3", "-c", &script], Duration::from_secs(20));
-    let t = text(&out);
+    let t = output_text(&out);
     let wire = wire.stop();
     assert!(
         t.contains("True") && t.contains(&format!("peer={GW_PUBLIC_IP}:")),
@@ -151,7 +143,7 @@ fn e2e_rfc4787_req14_out_of_order_fragments_inbound() {
         ],
         Duration::from_secs(30),
     );
-    assert!(out.status.success(), "scapy: {}", text(&out));
+    assert!(out.status.success(), "scapy: {}", output_text(&out));
     let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let st = rx.wait_timeout(Duration::from_secs(10));
     let seen = at_gw.stop();

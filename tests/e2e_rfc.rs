@@ -6,14 +6,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn e2e_rfc5508_traceroute_shows_every_hop() {
     require_root!();
@@ -24,7 +16,7 @@ fn e2e_rfc5508_traceroute_shows_every_hop() {
         &["traceroute", "-n", "-q", "1", "-w", "2", "-m", "5", SRV_IP],
         Duration::from_secs(30),
     );
-    let t = text(&out);
+    let t = output_text(&out);
     let hops: Vec<String> = t
         .lines()
         .skip(1)
@@ -70,7 +62,7 @@ fn e2e_rfc4787_req9_hairpinning_between_inside_hosts() {
          print(data.decode(), '%s:%d' % peer)\n"
     );
     let out = lab.exec_timeout("h1", &["python3", "-c", &client], Duration::from_secs(10));
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(
         t.contains(&format!("hello neighbour {GW_PUBLIC_IP}:7000")),
         "h1 got the echo from h2's public endpoint:\n{t}\n{}",
@@ -116,7 +108,7 @@ fn e2e_rfc4787_req2_address_pool_with_paired_pooling_and_arp() {
             assert!(
                 String::from_utf8_lossy(&out.stdout).contains(&format!("from {s}")),
                 "no echo for {s}:{port}\n{}\n{}",
-                text(&out),
+                output_text(&out),
                 rnat.stderr()
             );
         }
@@ -179,7 +171,7 @@ fn e2e_static_port_forward_from_outside_and_by_hairpin() {
             String::from_utf8_lossy(&out.stdout),
             "forwarded\n",
             "{client} through the forward:\n{}\n{}",
-            text(&out),
+            output_text(&out),
             rnat.stderr()
         );
     }

@@ -8,14 +8,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn e2e_ttl_expiry_answered_with_time_exceeded_from_inside_address() {
     require_root!();
@@ -26,7 +18,7 @@ fn e2e_ttl_expiry_answered_with_time_exceeded_from_inside_address() {
         &["ping", "-n", "-c", "1", "-t", "1", "-W", "2", SRV_IP],
         Duration::from_secs(10),
     );
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(
         t.contains(&format!("From {GW_INSIDE_IP}")) && t.contains("Time to live exceeded"),
         "expected time-exceeded from {GW_INSIDE_IP}:\n{t}\n{}",
@@ -53,7 +45,7 @@ fn e2e_df_packet_over_outside_mtu_gets_frag_needed() {
         ],
         Duration::from_secs(10),
     );
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(
         t.contains("mtu = 1280") || t.contains("mtu=1280"),
         "expected frag-needed with mtu 1280:\n{t}\n{}",
@@ -67,7 +59,11 @@ fn e2e_df_packet_over_outside_mtu_gets_frag_needed() {
         ],
         Duration::from_secs(10),
     );
-    assert!(text(&out).contains(" 0% packet loss"), "{}", text(&out));
+    assert!(
+        output_text(&out).contains(" 0% packet loss"),
+        "{}",
+        output_text(&out)
+    );
 }
 
 #[test]
@@ -92,7 +88,7 @@ fn e2e_df_clear_datagram_over_outside_mtu_is_fragmented() {
     let script = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
                   s.setsockopt(socket.IPPROTO_IP, 10, 0); s.sendto(b'x' * 1400, ('198.51.100.20', 7000))";
     let out = lab.exec("h1", &["python3", "-c", script]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while std::fs::metadata(&got).map(|m| m.len()).unwrap_or(0) < 1400
         && std::time::Instant::now() < deadline
@@ -139,7 +135,7 @@ fn e2e_kernel_sends_no_rst_for_rnat_ports() {
         resets.is_empty(),
         "the gateway kernel answered with RST:\n{}\n{}",
         wire.text,
-        text(&out)
+        output_text(&out)
     );
     // The gateway's own services on the public address still answer (kernel traffic untouched).
     let ping = lab.exec_timeout(
@@ -147,7 +143,7 @@ fn e2e_kernel_sends_no_rst_for_rnat_ports() {
         &["ping", "-n", "-c", "1", "-W", "2", GW_PUBLIC_IP],
         Duration::from_secs(5),
     );
-    assert!(ping.status.success(), "{}", text(&ping));
+    assert!(ping.status.success(), "{}", output_text(&ping));
 }
 
 #[test]
@@ -173,7 +169,7 @@ fn e2e_pcap_captures_both_sides_before_and_after_translation() {
         &["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", SRV_IP],
         Duration::from_secs(10),
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     rnat.stop_with(libc::SIGTERM, Duration::from_secs(5))
         .unwrap_or_else(|e| rnat.fail(&e));
     let read = |name: &str| {

@@ -87,7 +87,7 @@ pub fn rnat_bin() -> PathBuf {
     }
 }
 
-fn output_text(o: &Output) -> String {
+pub fn output_text(o: &Output) -> String {
     format!(
         "status: {}\nstdout:\n{}\nstderr:\n{}",
         o.status,
