@@ -149,7 +149,10 @@ mod tests {
         let names: Vec<_> = fs::read_dir(&dir).unwrap().flatten().collect();
         assert_eq!(names.len(), 1);
         use std::os::unix::fs::PermissionsExt as _;
-        assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(seed(Some(&f)), None);
         assert!(write_atomic(&dir.join("missing/x"), b"x").is_err());
         fs::remove_dir_all(&dir).unwrap();
