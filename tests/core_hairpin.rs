@@ -100,3 +100,31 @@ fn hairpin_to_unmapped_port_is_dropped_and_gateway_ports_go_to_the_kernel() {
     let mut ping = echo_request(H1, PUB, 1, 1);
     assert_eq!(out(&w, &mut ping), Verdict::Kernel);
 }
+
+#[test]
+fn rfc5508_req7_hairpinned_icmp_error_goes_back_to_the_sender() {
+    let w = worker(Filtering::EndpointIndependent);
+    let p2 = h2_mapping(&w, 7000);
+    let mut f = udp(H1, 6000, PUB, p2, b"anyone there?");
+    assert_eq!(out(&w, &mut f), Verdict::Hairpin);
+    // h2 has nothing on port 7000 any more: it answers port-unreachable to what it saw.
+    let mut e = icmp_error(H2, PUB, 3, 3, [0; 4], &quote_of(&f, 8));
+    assert_eq!(out(&w, &mut e), Verdict::Hairpin);
+    let h = check(&e);
+    // REQ-7a: the outer destination is the quoted source after translation: h1 itself.
+    assert_eq!((h.src, h.dst), (PUB, H1));
+    assert_eq!(h.ttl, 63, "one hop, one decrement");
+    let quoted = &e[42..];
+    let q = check_quoted_header(quoted);
+    assert_eq!(
+        (q.source, q.destination),
+        (H1, PUB),
+        "h1 sees its own packet as it sent it"
+    );
+    let orig = udp(H1, 6000, PUB, p2, b"anyone there?");
+    assert_eq!(
+        &quoted[20..28],
+        &orig[34..42],
+        "ports and UDP checksum restored"
+    );
+}

@@ -152,6 +152,37 @@ impl Worker {
     /// Translates an ICMP error; `f` holds a validated IPv4 frame that `is_icmp_error` accepted.
     pub(super) fn icmp_error(&self, dir: Direction, f: &mut [u8], now: Time) -> Verdict {
         match self.icmp_error_inner(dir, f, now) {
+            Ok(())
+                if dir == Direction::Outbound
+                    && self
+                        .engine()
+                        .table
+                        .addrs
+                        .public_index(be32(f, L3 + 16))
+                        .is_some() =>
+            {
+                // Hairpinned (RFC 5508 REQ-7): an inside host reports on a packet another inside
+                // host sent it through its public mapping. Translate the error inbound as well:
+                // the outer destination becomes the quoted source after translation (REQ-7a).
+                let ttl = f[L3 + 8];
+                match self.icmp_error_inner(Direction::Inbound, f, now) {
+                    Ok(()) => {
+                        // One hop, one TTL decrement: give back the second.
+                        let c = update16(
+                            be16(f, L3 + 10),
+                            u16::from_be_bytes([ttl - 1, f[L3 + 9]]),
+                            u16::from_be_bytes([ttl, f[L3 + 9]]),
+                        );
+                        f[L3 + 8] = ttl;
+                        put16(f, L3 + 10, c);
+                        self.stats.bump(Counter::PktsOut);
+                        self.stats
+                            .add(Counter::BytesOut as usize, be16(f, L3 + 2) as u64);
+                        Verdict::Hairpin
+                    }
+                    Err(r) => Verdict::Drop(r),
+                }
+            }
             Ok(()) => {
                 let len = be16(f, L3 + 2) as u64;
                 let (p, b) = match dir {
