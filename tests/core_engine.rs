@@ -732,19 +732,49 @@ fn malformed_frames_are_counted_drops() {
 #[test]
 fn table_full_refuses_new_flows_but_keeps_existing() {
     let mut c = cfg();
-    c.max_sessions = 4;
+    c.max_sessions = 8;
     c.shards = 1;
     let mut n = Nat::new(c);
-    let cap = 4 + 64; // max_sessions plus the per-shard slack of Table::new
-    let mut ok = 0;
-    for i in 0..(cap as u16 + 5) {
-        if n.out(udp(H1, 1000 + i, SRV, 53, b"x"), t(1)).is_ok() {
-            ok += 1;
-        }
+    // Eight hosts, one flow each: the table holds exactly max_sessions.
+    for h in 0..8u8 {
+        assert!(
+            n.out(udp([192, 168, 1, 10 + h], 1000, SRV, 53, b"x"), t(1))
+                .is_ok()
+        );
     }
-    assert_eq!(ok, cap);
+    for h in 0..5u8 {
+        let v = n
+            .out(udp([192, 168, 1, 30 + h], 1000, SRV, 53, b"x"), t(1))
+            .unwrap_err();
+        assert!(
+            matches!(v, Verdict::Reply(_)),
+            "refused with ICMP code 13: {v:?}"
+        );
+    }
     assert_eq!(n.stats().dropped(DropReason::TableFull), 5);
-    assert!(n.out(udp(H1, 1000, SRV, 53, b"x"), t(1)).is_ok());
+    assert_eq!(n.w.engine().session_count(), 8);
+    assert!(
+        n.out(udp([192, 168, 1, 10], 1000, SRV, 53, b"x"), t(1))
+            .is_ok(),
+        "existing flows continue"
+    );
+}
+
+#[test]
+fn one_host_gets_at_most_half_the_table_by_default() {
+    let mut c = cfg();
+    c.max_sessions = 8;
+    c.shards = 1;
+    let mut n = Nat::new(c);
+    let ok = (0..20u16)
+        .filter(|i| n.out(udp(H1, 1000 + i, SRV, 53, b"x"), t(1)).is_ok())
+        .count();
+    assert_eq!(ok, 4, "fair share: half of max_sessions");
+    assert_eq!(n.stats().dropped(DropReason::Quota), 16);
+    assert!(
+        n.out(udp(H2, 1000, SRV, 53, b"x"), t(1)).is_ok(),
+        "another host is still served"
+    );
 }
 
 #[test]

@@ -512,8 +512,11 @@ fn table_full_keeps_existing_flows_and_refuses_new_ones() {
     let mut n = Nat::new(small(32));
     n.good_traffic_flows();
     let before = n.dropped(DropReason::TableFull);
-    let (accepted, v) = fill(&mut n, H2, 1000);
-    assert!(accepted > 0 && accepted < 1000, "table never filled");
+    // One host may take half the table (fair share); a second one fills the rest.
+    let (half, _) = fill(&mut n, H2, 1000);
+    assert_eq!(half, 16);
+    let (accepted, v) = fill(&mut n, [192, 168, 1, 50], 1000);
+    assert!(accepted > 0 && accepted < 16, "table never filled");
     // The refusal: ICMP admin-prohibited back to the sender (rate-limited), counted as table_full.
     assert!(
         matches!(v, Verdict::Reply(_) | Verdict::Drop(DropReason::TableFull)),
@@ -570,7 +573,6 @@ fn port_exhaustion_keeps_existing_flows_and_refuses_new_ones() {
 /// with one shard and max_sessions 32, 96 sessions; with the default 64 shards and
 /// `--max-sessions 1000`, 5120.
 #[test]
-#[ignore = "bug: max_sessions is not enforced (per-shard slack lets the table hold max + 64*shards)"]
 fn max_sessions_is_a_hard_bound() {
     let mut n = Nat::new(small(32));
     let (accepted, _) = fill(&mut n, H1, 1000);
@@ -581,22 +583,6 @@ fn max_sessions_is_a_hard_bound() {
 }
 
 #[test]
-fn flood_from_one_host_starves_others_without_quotas_today() {
-    // What happens with the default configuration (no per-subscriber quota): one inside host
-    // opening new flows fills the table and every other host's new flows are refused.
-    let mut n = Nat::new(small(32));
-    let (accepted, _) = fill(&mut n, H2, 1000);
-    assert!(accepted < 1000);
-    let mut f = udp(H1, 5555, SRV, 53, b"victim");
-    assert_ne!(
-        n.run(Outbound, &mut f),
-        Verdict::Forward,
-        "documented starvation"
-    );
-}
-
-#[test]
-#[ignore = "needs per-subscriber quotas on by default (issue 4/7): with quotas at 0 (unlimited, the default) one host starves the others"]
 fn flood_from_one_host_does_not_starve_others_by_default() {
     let mut n = Nat::new(small(32));
     fill(&mut n, H2, 1000);
@@ -665,7 +651,6 @@ fn inbound_to_private_or_unknown_addresses_is_never_translated() {
 /// through: with endpoint-independent filtering, always. RFC 2827/3704 ingress filtering and
 /// RFC 1812 5.3.7 say a router drops such martians; rnat translates them like any packet.
 #[test]
-#[ignore = "bug: inbound packets with martian or inside-prefix sources are translated to inside hosts"]
 fn inbound_martian_sources_are_dropped() {
     let mut n = Nat::new(Config {
         filtering_udp: Filtering::EndpointIndependent,
@@ -699,7 +684,6 @@ fn inbound_martian_sources_are_dropped() {
 /// and a session are created) although they can never leave through the outside: the gateway
 /// then finds no outside route and drops them, but the table entry and the public port stay.
 #[test]
-#[ignore = "bug: outbound to inside-prefix/loopback/0.0.0.0 destinations creates mappings"]
 fn outbound_to_martian_destinations_is_not_translated() {
     let mut n = Nat::new(cfg());
     let mut bad = vec![];

@@ -404,6 +404,40 @@ impl HostSetup {
                 set(pool_only.into_iter())
             )
         };
+        // Sources that never come from outside (RFC 1812 5.3.7): the inside prefixes, the
+        // gateway's own addresses, "this network", loopback, multicast and reserved. Without this
+        // the kernel would answer such spoofed packets (RST, ICMP) into the LAN.
+        let mut bogus: Vec<String> = normalize(&self.inside_prefixes)
+            .iter()
+            .map(|p| format!("{}/{}", p.addr, p.len))
+            .collect();
+        let mut own_addrs: Vec<Ipv4Addr> = self
+            .gateway_addrs
+            .iter()
+            .chain(self.public_addrs.iter())
+            .copied()
+            .filter(|a| {
+                let top = u32::from(*a) >> 24;
+                top != 0
+                    && top != 127
+                    && top < 224
+                    && !normalize(&self.inside_prefixes)
+                        .iter()
+                        .any(|p| p.contains(u32::from(*a)))
+            })
+            .collect();
+        own_addrs.sort();
+        own_addrs.dedup();
+        bogus.extend(own_addrs.iter().map(ToString::to_string));
+        bogus.extend([
+            "0.0.0.0/8".into(),
+            "127.0.0.0/8".into(),
+            "224.0.0.0/3".into(),
+        ]);
+        let spoofed = format!(
+            "\t\tip saddr {} counter drop comment \"rnat spoofed sources\"\n",
+            set(bogus.into_iter())
+        );
         let forwards: String = self
             .forwards
             .iter()
@@ -447,6 +481,7 @@ impl HostSetup {
              \tcomment \"rnat: keep the kernel away from translated traffic\"\n\
              \tchain outside_ingress {{\n\
              \t\ttype filter hook ingress device \"{outside}\" priority -500; policy accept;\n\
+             {spoofed}\
              \t\t{to_ports} comment \"rnat mapped ports\"\n\
              \t\t{echo} comment \"rnat mapped ICMP ids\"\n\
              {forwards}{pool_only}\

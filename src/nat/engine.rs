@@ -520,8 +520,20 @@ impl Worker {
         if !ipv4_checksum_ok(&f[L3..], ip.header_len()) {
             return Err(Verdict::Drop(DropReason::BadChecksum));
         }
-        if dir == Direction::Outbound && !sets.is_inside_source(src) {
-            return Err(Verdict::Drop(DropReason::Spoofed));
+        match dir {
+            Direction::Outbound if !sets.is_inside_source(src) => {
+                return Err(Verdict::Drop(DropReason::Spoofed));
+            }
+            // Public destinations are hairpinning, handled below.
+            Direction::Outbound
+                if sets.public_index(dst).is_none() && sets.is_martian_remote(dst) =>
+            {
+                return Err(Verdict::Drop(DropReason::Martian));
+            }
+            Direction::Inbound if sets.is_martian_remote(src) => {
+                return Err(Verdict::Drop(DropReason::Spoofed));
+            }
+            _ => {}
         }
         let ip_len = ip.total_len();
         let l4 = L3 + ip.header_len();
@@ -705,9 +717,7 @@ impl Worker {
         let (mid, fresh) = match sh.find_mapping(seed, p, fl.src, fl.sport) {
             Some(m) => (m, false),
             None => {
-                if !self.quota_take(fl.src, Quota::Port) {
-                    return Err(DropReason::Quota);
-                }
+                self.quota_take(fl.src, Quota::Port)?;
                 // Paired pooling: an inside address always gets the same public address.
                 let pub_idx =
                     (mix(seed, fl.src as u64, 0x9a1) % e.cfg.public_addrs.len() as u64) as u8;
@@ -739,15 +749,13 @@ impl Worker {
         } else {
             0
         };
-        let added = if self.quota_take(fl.src, Quota::Session) {
+        let added = self.quota_take(fl.src, Quota::Session).and_then(|()| {
             let s = sh.add_session(seed, mid, fl.dst, fl.dport, state, 0, now);
             if s.is_none() {
                 self.quota_give(fl.src, Quota::Session);
             }
             s.ok_or(DropReason::TableFull)
-        } else {
-            Err(DropReason::Quota)
-        };
+        });
         let sid = match added {
             Ok(sid) => sid,
             Err(r) => {
@@ -838,9 +846,7 @@ impl Worker {
                 id
             }
             None => {
-                if !self.quota_take(in_ip, Quota::Session) {
-                    return Err(DropReason::Quota);
-                }
+                self.quota_take(in_ip, Quota::Session)?;
                 let Some(id) =
                     sh.add_session(seed, mid, fl.src, fl.sport, state, F_INBOUND_CREATED, now)
                 else {
@@ -916,15 +922,15 @@ impl Worker {
 }
 
 #[derive(Clone, Copy)]
-enum Quota {
+pub(super) enum Quota {
     Port,
     Session,
 }
 
 impl Worker {
-    /// Takes a port or session from `ip`'s quota; false when it is used up.
+    /// Takes a port or a session for inside address `ip` (see `Engine::quota_take`).
     #[inline]
-    fn quota_take(&self, ip: u32, q: Quota) -> bool {
+    fn quota_take(&self, ip: u32, q: Quota) -> Result<(), DropReason> {
         self.engine.quota_take(ip, q)
     }
 
@@ -935,29 +941,48 @@ impl Worker {
 }
 
 impl Engine {
+    /// Takes a port or a session for inside address `ip`: a session counts against the table's
+    /// hard bound (`max_sessions`, `TableFull`) and against the subscriber's quota (`Quota`);
+    /// a port against the subscriber's port quota. Without a configured session quota each
+    /// subscriber may hold half of the table, so one host cannot starve the others.
     #[inline]
-    fn quota_take(&self, ip: u32, q: Quota) -> bool {
-        let limit = match q {
-            Quota::Port => self.live.max_ports_per_subscriber.load(Relaxed),
-            Quota::Session => self.live.max_sessions_per_subscriber.load(Relaxed),
-        };
-        if limit == 0 && self.table.subs.is_disabled() {
-            return true;
+    pub(super) fn quota_take(&self, ip: u32, q: Quota) -> Result<(), DropReason> {
+        if let Quota::Session = q {
+            if !take_usize(&self.table.live_sessions, self.cfg.max_sessions) {
+                return Err(DropReason::TableFull);
+            }
         }
+        let limit = match q {
+            Quota::Port => match self.live.max_ports_per_subscriber.load(Relaxed) {
+                0 => u32::MAX,
+                n => n,
+            },
+            Quota::Session => match self.live.max_sessions_per_subscriber.load(Relaxed) {
+                0 => (self.cfg.max_sessions / 2).clamp(1, u32::MAX as usize) as u32,
+                n => n,
+            },
+        };
         let Some(sub) = self.table.subs.get(self.table.seed, ip) else {
-            return true;
+            return Ok(());
         };
         let c = match q {
             Quota::Port => &sub.ports,
             Quota::Session => &sub.sessions,
         };
-        take(c, if limit == 0 { u32::MAX } else { limit })
+        if take(c, limit) {
+            Ok(())
+        } else {
+            if let Quota::Session = q {
+                give_usize(&self.table.live_sessions);
+            }
+            Err(DropReason::Quota)
+        }
     }
 
     #[inline]
-    fn quota_give(&self, ip: u32, q: Quota) {
-        if self.table.subs.is_disabled() {
-            return;
+    pub(super) fn quota_give(&self, ip: u32, q: Quota) {
+        if let Quota::Session = q {
+            give_usize(&self.table.live_sessions);
         }
         if let Some(sub) = self.table.subs.get(self.table.seed, ip) {
             give(match q {
@@ -974,6 +999,15 @@ impl Engine {
             self.quota_give(in_ip, Quota::Port);
         }
     }
+}
+
+fn take_usize(c: &std::sync::atomic::AtomicUsize, limit: usize) -> bool {
+    c.fetch_update(Relaxed, Relaxed, |v| (v < limit).then_some(v + 1))
+        .is_ok()
+}
+
+fn give_usize(c: &std::sync::atomic::AtomicUsize) {
+    let _ = c.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
 }
 
 /// Creates the static mappings of the port forwards; their ports are claimed for good.

@@ -146,15 +146,12 @@ impl Engine {
         restart!(public_addrs => "public", port_ranges => "ports", inside_prefixes => "inside-prefix",
             inside_addr => "inside address", max_sessions => "max-sessions", shards => "shards",
             outside_mtu => "outside MTU", inside_mtu => "inside MTU");
-        // Structures sized at start: the address-dependent filter index, the subscriber table.
+        // Structures sized at start: the address-dependent filter index.
         let adf = |c: &Config| {
             [c.filtering_tcp, c.filtering_udp, c.filtering_icmp]
                 .contains(&Filtering::AddressDependent)
         };
-        let quotas =
-            |c: &Config| c.max_ports_per_subscriber > 0 || c.max_sessions_per_subscriber > 0;
         let filtering_ok = !adf(new) || adf(self.config());
-        let quotas_ok = !quotas(new) || quotas(self.config());
         // Forwards first: the only part that can fail. A forwarded port outside the port ranges
         // needs the start-up port filter and nftables rules redone: a restart.
         let mut forwards = new.forwards.clone();
@@ -198,11 +195,7 @@ impl Engine {
             old.max_sessions_per_subscriber,
         ) != q
         {
-            if quotas_ok {
-                r.applied.push("quotas")
-            } else {
-                r.needs_restart.push("quotas (enabling them)")
-            }
+            r.applied.push("quotas");
         }
         let mut apply = new.clone();
         if !filtering_ok {
@@ -211,15 +204,6 @@ impl Engine {
                 apply.filtering_udp,
                 apply.filtering_icmp,
             ) = (old.filtering_tcp, old.filtering_udp, old.filtering_icmp);
-        }
-        if !quotas_ok {
-            (
-                apply.max_ports_per_subscriber,
-                apply.max_sessions_per_subscriber,
-            ) = (
-                old.max_ports_per_subscriber,
-                old.max_sessions_per_subscriber,
-            );
         }
         live.store(&apply);
         *self.forwards.lock() = forwards;

@@ -41,7 +41,8 @@
 //! Times are stored as idle ages, not engine times: the engine clock starts afresh with each
 //! process. A restored session's `last_seen` is `now - idle` (clamped at the engine's time zero).
 
-use super::table::{F_INBOUND_CREATED, M_STATIC, map_hash, owner_word, take};
+use super::engine::Quota;
+use super::table::{F_INBOUND_CREATED, M_STATIC, map_hash, owner_word};
 use super::tcp::TcpState;
 use super::{Engine, Proto, Time};
 use crate::wire::bytes::{be16, be32};
@@ -412,29 +413,12 @@ impl Engine {
 
     /// Takes one port (`ports`) or session from `ip`'s quota, if quotas are configured.
     fn quota(&self, ip: u32, ports: bool) -> bool {
-        let c = self.config();
-        if c.max_ports_per_subscriber == 0 && c.max_sessions_per_subscriber == 0 {
-            return true;
-        }
-        let Some(sub) = self.table.subs.get(self.table.seed, ip) else {
-            return true;
-        };
-        let (counter, limit) = if ports {
-            (&sub.ports, c.max_ports_per_subscriber)
-        } else {
-            (&sub.sessions, c.max_sessions_per_subscriber)
-        };
-        take(counter, if limit == 0 { u32::MAX } else { limit })
+        let q = if ports { Quota::Port } else { Quota::Session };
+        self.quota_take(ip, q).is_ok()
     }
 
     fn unquota(&self, ip: u32, ports: bool) {
-        let c = self.config();
-        if c.max_ports_per_subscriber == 0 && c.max_sessions_per_subscriber == 0 {
-            return;
-        }
-        if let Some(sub) = self.table.subs.get(self.table.seed, ip) {
-            super::table::give(if ports { &sub.ports } else { &sub.sessions });
-        }
+        self.quota_give(ip, if ports { Quota::Port } else { Quota::Session });
     }
 }
 

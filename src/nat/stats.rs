@@ -37,10 +37,12 @@ pub enum DropReason {
     FragmentLimit,
     /// The subscriber (inside address) is at its port or session quota.
     Quota,
+    /// Outbound to an address that is never a remote peer (loopback, 0/8, an inside prefix...).
+    Martian,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::BadChecksum,
         DropReason::Spoofed,
@@ -56,10 +58,12 @@ impl DropReason {
         DropReason::FragmentTimeout,
         DropReason::FragmentLimit,
         DropReason::Quota,
+        DropReason::Martian,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
+            DropReason::Martian => "martian_destination",
             DropReason::Quota => "quota",
             DropReason::Malformed => "malformed",
             DropReason::BadChecksum => "bad_checksum",

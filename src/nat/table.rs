@@ -551,6 +551,20 @@ impl AddrSets {
             || self.public_index(a).is_some()
     }
 
+    /// Never a remote peer (RFC 1812 5.3.7): "this network" 0/8, loopback 127/8, multicast and
+    /// the reserved 240/4 (with the limited broadcast), the inside prefixes, and the gateway's own
+    /// addresses. Inbound packets from these are spoofed; outbound ones to these are martians.
+    #[inline]
+    pub fn is_martian_remote(&self, a: u32) -> bool {
+        let top = a >> 24;
+        top == 0
+            || top == 127
+            || top >= 224
+            || (!self.inside.is_empty() && self.inside.iter().any(|&(net, mask)| a & mask == net))
+            || self.inside_addr == Some(a)
+            || self.public_index(a).is_some()
+    }
+
     #[inline]
     pub fn is_inside_source(&self, a: u32) -> bool {
         match *self.inside {
@@ -630,11 +644,6 @@ impl Subscribers {
     pub fn heap_bytes(&self) -> usize {
         self.slots.len() * std::mem::size_of::<SubSlot>()
     }
-
-    /// No quota was configured at start: nothing is counted.
-    pub fn is_disabled(&self) -> bool {
-        self.slots.is_empty()
-    }
 }
 
 /// Takes one unit of `counter` if it is below `limit`.
@@ -661,8 +670,10 @@ pub(crate) struct Table {
     pub ports: PortSpace,
     pub seed: u64,
     pub addrs: AddrSets,
-    /// Per-subscriber quota counters; empty when no quota is configured.
+    /// Per-subscriber quota counters.
     pub subs: Subscribers,
+    /// Live sessions, held to `max_sessions` exactly (the shards' slack is only for balance).
+    pub live_sessions: std::sync::atomic::AtomicUsize,
     /// Lock-free views of each shard's session index, for the batch path's warming pass.
     pub sess_views: Box<[IndexView]>,
     /// The same for each shard's mapping index.
@@ -694,13 +705,8 @@ impl Table {
             ports: PortSpace::new(cfg.public_addrs.len()),
             seed: cfg.seed,
             addrs: AddrSets::new(cfg),
-            subs: Subscribers::new(
-                if cfg.max_ports_per_subscriber > 0 || cfg.max_sessions_per_subscriber > 0 {
-                    cfg.max_sessions.clamp(1024, 1 << 20)
-                } else {
-                    0
-                },
-            ),
+            subs: Subscribers::new(cfg.max_sessions.clamp(1024, 1 << 16)),
+            live_sessions: std::sync::atomic::AtomicUsize::new(0),
             sess_views,
             map_views,
             warm_batches: cap * n * size_of::<Session>() > WARM_ABOVE_BYTES,
