@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use rnat::control::host::{self, HostSetup};
 use rnat::control::netlink::{Interface, Watcher};
 use rnat::datapath::{
-    AfPacket, AfPacketOptions, Backend, Fanout, FanoutMode, PnetOptions, PnetPort, Port,
+    AfPacket, AfPacketOptions, Backend, Fanout, FanoutMode, PnetOptions, PnetPort, Port, RxMode,
 };
 use rnat::gateway::{GatewayStats, GatewayWorker, Link, engine_time};
 use rnat::nat::{Config, Engine, PortRange, Timeouts};
@@ -333,6 +333,7 @@ fn fanout_groups() -> (u16, u16) {
 
 fn open_port(
     backend: Backend,
+    rx_mode: RxMode,
     ifname: &str,
     mtu: usize,
     fanout: Option<(u16, usize)>,
@@ -340,6 +341,7 @@ fn open_port(
     let port: Box<dyn Port> = match backend {
         Backend::AfPacket => {
             let mut opts = AfPacketOptions {
+                rx_mode,
                 promiscuous: false,
                 ..AfPacketOptions::default()
             };
@@ -562,8 +564,20 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
     for _ in 0..workers {
         let fo = |g| (workers > 1).then_some((g, workers));
         ports.push((
-            open_port(cli.backend, &cli.inside, inside.mtu, fo(in_group))?,
-            open_port(cli.backend, &cli.outside, outside.mtu, fo(out_group))?,
+            open_port(
+                cli.backend,
+                cli.rx_mode,
+                &cli.inside,
+                inside.mtu,
+                fo(in_group),
+            )?,
+            open_port(
+                cli.backend,
+                cli.rx_mode,
+                &cli.outside,
+                outside.mtu,
+                fo(out_group),
+            )?,
         ));
     }
     let epoch = Instant::now();
@@ -627,7 +641,7 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
     let publics: Vec<String> = cfg.public_addrs.iter().map(|a| a.to_string()).collect();
     tracing::info!(
         inside = %cli.inside, outside = %cli.outside, public = %publics.join(","),
-        ports = %host::format_ranges(&cfg.port_ranges), backend = ?backend, workers,
+        ports = %host::format_ranges(&cfg.port_ranges), backend = ?backend, rx_mode = ?cli.rx_mode, workers,
         control = %ctl_file.path().display(), "translating"
     );
     eprintln!(

@@ -7,7 +7,7 @@
 //! Unknown keys are an error, so a typo never silently leaves a default in force.
 
 use crate::control::host;
-use crate::datapath::Backend;
+use crate::datapath::{Backend, RxMode};
 use crate::nat::{Filtering, Forward, Prefix};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -109,6 +109,11 @@ pub struct GatewayArgs {
     /// Datapath backend: af_packet (mmap rings, the default) or pnet (portable fallback).
     #[arg(long)]
     pub backend: Option<Backend>,
+    /// af_packet receive path: mmsg (recvmmsg batches, woken per frame, the default), v2
+    /// (TPACKET_V2 ring, woken per frame) or v3 (TPACKET_V3 ring, woken per block: ~1 ms latency
+    /// at low rates).
+    #[arg(long, value_name = "MODE")]
+    pub rx_mode: Option<RxMode>,
     /// Datapath threads (af_packet; each with its own sockets in a PACKET_FANOUT group per
     /// interface, sharing one translation table) [default: the number of CPUs, at most 8]. The
     /// pnet backend always runs one.
@@ -178,6 +183,7 @@ pub struct FileConfig {
     pub max_ports_per_subscriber: Option<u32>,
     pub max_sessions_per_subscriber: Option<u32>,
     pub backend: Option<String>,
+    pub rx_mode: Option<String>,
     pub workers: Option<usize>,
     pub offloads_off: Option<bool>,
     pub no_reserve_ports: Option<bool>,
@@ -230,6 +236,8 @@ pub struct Settings {
     pub max_ports_per_subscriber: u32,
     pub max_sessions_per_subscriber: u32,
     pub backend: Backend,
+    /// af_packet receive path.
+    pub rx_mode: RxMode,
     /// Datapath threads; 0: one per CPU (at most 8).
     pub workers: usize,
     pub offloads_off: bool,
@@ -361,6 +369,10 @@ impl Settings {
                 Some(b) => b,
                 None => parse_opt("backend", &f.backend)?.unwrap_or_default(),
             },
+            rx_mode: match a.rx_mode {
+                Some(m) => m,
+                None => parse_opt("rx-mode", &f.rx_mode)?.unwrap_or_default(),
+            },
             workers: a.workers.or(f.workers).unwrap_or(0),
             offloads_off: a.offloads_off || f.offloads_off.unwrap_or(false),
             reserve_ports: !(a.no_reserve_ports || f.no_reserve_ports.unwrap_or(false)),
@@ -405,6 +417,7 @@ impl Settings {
             tcp_opening_timeout => "tcp-opening-timeout", icmp_timeout => "icmp-timeout",
             allow_short_timeouts => "allow-short-timeouts", port_cooldown => "port-cooldown",
             max_sessions => "max-sessions", backend => "backend", offloads_off => "offloads-off",
+            rx_mode => "rx-mode",
             workers => "workers",
             forwards => "forward", max_ports_per_subscriber => "max-ports-per-subscriber",
             max_sessions_per_subscriber => "max-sessions-per-subscriber",

@@ -58,7 +58,7 @@ pub mod afpacket;
 pub mod memory;
 pub mod pnet;
 
-pub use afpacket::{AfPacket, AfPacketOptions, Fanout, FanoutMode};
+pub use afpacket::{AfPacket, AfPacketOptions, Fanout, FanoutMode, RxMode};
 pub use memory::{MemoryHandle, MemoryPort, memory_port};
 pub use pnet::{PnetOptions, PnetPort};
 
