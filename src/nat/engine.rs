@@ -947,10 +947,10 @@ impl Engine {
     /// subscriber may hold half of the table, so one host cannot starve the others.
     #[inline]
     pub(super) fn quota_take(&self, ip: u32, q: Quota) -> Result<(), DropReason> {
-        if let Quota::Session = q {
-            if !take_usize(&self.table.live_sessions, self.cfg.max_sessions) {
-                return Err(DropReason::TableFull);
-            }
+        if matches!(q, Quota::Session)
+            && !take_usize(&self.table.live_sessions, self.cfg.max_sessions)
+        {
+            return Err(DropReason::TableFull);
         }
         let limit = match q {
             Quota::Port => match self.live.max_ports_per_subscriber.load(Relaxed) {
