@@ -103,7 +103,7 @@ pub struct GatewayArgs {
     /// Most public ports one inside address may hold at once (RFC 6888 REQ-4); 0: unlimited.
     #[arg(long, value_name = "N")]
     pub max_ports_per_subscriber: Option<u32>,
-    /// Most sessions one inside address may have (RFC 6888 REQ-5); 0: unlimited.
+    /// Most sessions one inside address may have (RFC 6888 REQ-5); 0: half of --max-sessions.
     #[arg(long, value_name = "N")]
     pub max_sessions_per_subscriber: Option<u32>,
     /// Datapath backend: af_packet (mmap rings, the default) or pnet (portable fallback).

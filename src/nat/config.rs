@@ -212,7 +212,8 @@ pub struct Config {
     /// Per-subscriber (inside address) limit on public ports held at once (RFC 6888 REQ-4);
     /// 0: unlimited.
     pub max_ports_per_subscriber: u32,
-    /// Per-subscriber limit on sessions (RFC 6888 REQ-5); 0: unlimited.
+    /// Per-subscriber limit on sessions (RFC 6888 REQ-5); 0: half of `max_sessions`, so that one
+    /// inside host can never starve the others.
     pub max_sessions_per_subscriber: u32,
 }
 
