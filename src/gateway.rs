@@ -68,16 +68,26 @@ fn queue(out: &mut Vec<(Vec<u8>, FrameInfo)>, frame: &[u8], info: FrameInfo) {
     }
 }
 
-/// MACs learned on one side: from ARP packets and from the source of frames rnat translates.
+/// MACs learned on one side, shared by all workers: with several workers the reply to a frame
+/// one worker learned a MAC from may arrive at another. Taken for writing at most once a second
+/// per host (when an entry is new, changed or a second old), for reading only on a worker's
+/// local cache miss: never per packet.
+pub type SharedNeighbours = Arc<parking_lot::RwLock<HashMap<u32, ([u8; 6], Instant)>>>;
+
+/// One worker's view of a side's MACs: a local cache in front of the shared table.
 struct Neighbours {
     learned: HashMap<u32, ([u8; 6], Instant)>,
+    shared: SharedNeighbours,
     asked: HashMap<u32, Instant>,
 }
+
+const SHARED_REFRESH: Duration = Duration::from_secs(1);
 
 impl Neighbours {
     fn new() -> Self {
         Neighbours {
             learned: HashMap::with_capacity(4096),
+            shared: SharedNeighbours::default(),
             asked: HashMap::with_capacity(256),
         }
     }
@@ -86,21 +96,29 @@ impl Neighbours {
         if mac[0] & 1 != 0 || ip == 0 {
             return;
         }
-        let full = self.learned.len() >= 65536;
-        match self.learned.get_mut(&ip) {
-            Some(e) => *e = (mac, now),
-            None if !full => {
-                self.learned.insert(ip, (mac, now));
-            }
-            None => {}
+        let known = self.learned.get(&ip);
+        if known.is_some_and(|e| e.0 == mac && now.duration_since(e.1) < SHARED_REFRESH) {
+            return;
+        }
+        if self.learned.len() < 65536 || self.learned.contains_key(&ip) {
+            self.learned.insert(ip, (mac, now));
+        }
+        let mut shared = self.shared.write();
+        if shared.len() < 65536 || shared.contains_key(&ip) {
+            shared.insert(ip, (mac, now));
         }
     }
 
-    fn get(&self, ip: u32, now: Instant) -> Option<[u8; 6]> {
-        self.learned
-            .get(&ip)
-            .filter(|e| now.duration_since(e.1) < LEARNED_TTL)
-            .map(|e| e.0)
+    fn get(&mut self, ip: u32, now: Instant) -> Option<[u8; 6]> {
+        let fresh = |e: &([u8; 6], Instant)| now.duration_since(e.1) < LEARNED_TTL;
+        if let Some(e) = self.learned.get(&ip).filter(|e| fresh(e)) {
+            return Some(e.0);
+        }
+        let e = self.shared.read().get(&ip).copied().filter(fresh)?;
+        if self.learned.len() < 65536 {
+            self.learned.insert(ip, e);
+        }
+        Some(e.0)
     }
 
     /// Whether an ARP request for `ip` should go out now.
@@ -220,6 +238,13 @@ impl GatewayWorker {
             side.pcap = Some(PcapWriter::create(&path)?);
         }
         Ok(())
+    }
+
+    /// Makes this worker share learned MACs with the other workers holding the same tables
+    /// (inside, outside).
+    pub fn share_neighbours(&mut self, inside: &SharedNeighbours, outside: &SharedNeighbours) {
+        self.inside.neigh.shared = inside.clone();
+        self.outside.neigh.shared = outside.clone();
     }
 
     /// Runs until the stop flag is set.

@@ -616,6 +616,13 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
             )
         })
         .collect();
+    let shared = (
+        rnat::gateway::SharedNeighbours::default(),
+        rnat::gateway::SharedNeighbours::default(),
+    );
+    for gw in gws.iter_mut() {
+        gw.share_neighbours(&shared.0, &shared.1);
+    }
     if let Some(dir) = &cli.pcap {
         for (i, gw) in gws.iter_mut().enumerate() {
             gw.capture_to(dir, i)

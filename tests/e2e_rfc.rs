@@ -17,7 +17,7 @@ fn e2e_rfc5508_traceroute_shows_every_hop() {
         Duration::from_secs(30),
     );
     let t = output_text(&out);
-    let hops: Vec<String> = t
+    let hops: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .skip(1)
         .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
