@@ -23,15 +23,7 @@ use std::time::Duration;
 
 /// Run `scenario` with rnat in a fresh lab; fail with rnat's stderr on any problem.
 fn through_rnat(scenario: impl FnOnce(&Lab) -> Result<Observation, String>) -> Observation {
-    let lab = Lab::new();
-    let mut rnat = lab.start_rnat(&[]);
-    let obs = scenario(&lab).unwrap_or_else(|e| rnat.fail(&e));
-    obs.assert_translated()
-        .unwrap_or_else(|e| rnat.fail(&format!("{e}\nnotes: {:?}", obs.notes)));
-    if !rnat.is_running() {
-        rnat.fail("rnat exited during the test");
-    }
-    obs
+    through_rnat_with(&[], scenario)
 }
 
 #[test]

@@ -9,15 +9,7 @@ mod common;
 use common::*;
 
 fn through_rnat_workers(scenario: impl FnOnce(&Lab) -> Result<Observation, String>) -> Observation {
-    let lab = Lab::new();
-    let mut rnat = lab.start_rnat(&["--workers", "2"]);
-    let obs = scenario(&lab).unwrap_or_else(|e| rnat.fail(&e));
-    obs.assert_translated()
-        .unwrap_or_else(|e| rnat.fail(&format!("{e}\nnotes: {:?}", obs.notes)));
-    if !rnat.is_running() {
-        rnat.fail("rnat exited during the test");
-    }
-    obs
+    through_rnat_with(&["--workers", "2"], scenario)
 }
 
 #[test]

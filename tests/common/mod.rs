@@ -1223,3 +1223,20 @@ impl Lab {
             .expect("run nsenter")
     }
 }
+
+/// Runs `scenario` with `rnat <extra>` in a fresh lab and checks that the traffic was translated;
+/// fails with rnat's stderr on any problem.
+pub fn through_rnat_with(
+    extra: &[&str],
+    scenario: impl FnOnce(&Lab) -> Result<Observation, String>,
+) -> Observation {
+    let lab = Lab::new();
+    let mut rnat = lab.start_rnat(extra);
+    let obs = scenario(&lab).unwrap_or_else(|e| rnat.fail(&e));
+    obs.assert_translated()
+        .unwrap_or_else(|e| rnat.fail(&format!("{e}\nnotes: {:?}", obs.notes)));
+    if !rnat.is_running() {
+        rnat.fail("rnat exited during the test");
+    }
+    obs
+}
