@@ -373,11 +373,8 @@ impl GatewayWorker {
                         // Back out of the interface it came from, to the inside host that owns
                         // the public endpoint it was sent to.
                         let dst = u32::from_be_bytes([frame[30], frame[31], frame[32], frame[33]]);
-                        let kernel = snap
-                            .neighbour(rx_link.ifindex, Ipv4Addr::from(dst))
-                            .filter(|n| n.state.is_usable())
-                            .and_then(|n| n.mac);
-                        match rx_neigh.get(dst, now_i).or(kernel) {
+                        match known_mac(snap, rx_link.ifindex, rx_neigh, Ipv4Addr::from(dst), now_i)
+                        {
                             Some(mac) => {
                                 let mut e = Ethernet::new_unchecked(&mut *frame);
                                 e.set_dst(mac);
@@ -405,6 +402,21 @@ impl GatewayWorker {
     }
 }
 
+/// The MAC of `ip` on interface `ifindex` if anyone knows it: the kernel's neighbour table (usable
+/// entries), else what the workers learned from frames and ARP.
+fn known_mac(
+    snap: &Snapshot,
+    ifindex: u32,
+    neigh: &mut Neighbours,
+    ip: Ipv4Addr,
+    now: Instant,
+) -> Option<[u8; 6]> {
+    snap.neighbour(ifindex, ip)
+        .filter(|n| n.state.is_usable())
+        .and_then(|n| n.mac)
+        .or_else(|| neigh.get(u32::from(ip), now))
+}
+
 /// The MAC of the next hop towards `dst` through `side`, or `None` (counted; an ARP request is
 /// queued when rnat does not know it yet).
 fn next_hop_mac(
@@ -423,11 +435,7 @@ fn next_hop_mac(
         return None;
     };
     let hop = nh.neighbour_for(dst);
-    let kernel = snap
-        .neighbour(side.link.ifindex, hop)
-        .filter(|n| n.state.is_usable())
-        .and_then(|n| n.mac);
-    if let Some(mac) = kernel.or_else(|| side.neigh.get(u32::from(hop), now)) {
+    if let Some(mac) = known_mac(snap, side.link.ifindex, &mut side.neigh, hop, now) {
         return Some(mac);
     }
     GatewayStats::bump(&stats.no_neighbour);
