@@ -271,6 +271,16 @@ impl GatewayWorker {
         let snap = self.snapshot.get().clone();
         let mut n = self.direction(Direction::Outbound, &snap, timeout)?;
         n += self.direction(Direction::Inbound, &snap, timeout)?;
+        // Unsolicited SYNs held past their time (RFC 5382 REQ-4): their port-unreachable errors
+        // go back out of the outside interface. Called every step, traffic or not (the loop wakes
+        // at least every 50 ms), so an error leaves at most a step after its deadline.
+        let room = MAX_PENDING_REPLIES.saturating_sub(self.outside.out.len());
+        if room > 0 {
+            let now = engine_time(self.epoch, Instant::now());
+            let out = &mut self.outside;
+            self.worker
+                .take_unanswered_syns(now, &mut self.scratch, room, |f| out.queue(f));
+        }
         for side in [&mut self.inside, &mut self.outside] {
             for (f, info) in side.out.drain(..) {
                 capture(&mut side.pcap, &f);

@@ -433,6 +433,7 @@ fn reload(
     cfg.forwards = new.forwards.clone();
     cfg.max_ports_per_subscriber = new.max_ports_per_subscriber;
     cfg.max_sessions_per_subscriber = new.max_sessions_per_subscriber;
+    cfg.unsolicited_syn = new.unsolicited_syn;
     let short = cfg.rfc_timer_violations();
     if !short.is_empty() && !new.allow_short_timeouts {
         let list: Vec<String> = short.iter().map(|e| e.to_string()).collect();
@@ -462,6 +463,7 @@ fn reload(
             running.forwards = live.forwards.clone();
             running.max_ports_per_subscriber = live.max_ports_per_subscriber;
             running.max_sessions_per_subscriber = live.max_sessions_per_subscriber;
+            running.unsolicited_syn = live.unsolicited_syn;
             running.allow_short_timeouts = new.allow_short_timeouts;
         }
         Err(e) => {
@@ -529,6 +531,7 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
         forwards: cli.forwards.clone(),
         max_ports_per_subscriber: cli.max_ports_per_subscriber,
         max_sessions_per_subscriber: cli.max_sessions_per_subscriber,
+        unsolicited_syn: cli.unsolicited_syn,
         shards: 64,
         // The previous run's seed, with its snapshot: paired pooling stays as it was.
         seed: rnat::persist::seed(cli.snapshot.as_deref()).unwrap_or_else(random_seed),

@@ -8,7 +8,7 @@
 
 use crate::control::host;
 use crate::datapath::{Backend, RxMode};
-use crate::nat::{Filtering, Forward, Prefix};
+use crate::nat::{Filtering, Forward, Prefix, UnsolicitedSyn};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -106,6 +106,12 @@ pub struct GatewayArgs {
     /// Most sessions one inside address may have (RFC 6888 REQ-5); 0: half of --max-sessions.
     #[arg(long, value_name = "N")]
     pub max_sessions_per_subscriber: Option<u32>,
+    /// Unsolicited inbound TCP SYNs (no mapping, or refused by filtering) are held 6 s, dropped
+    /// silently if an outbound SYN for the same connection follows, else: reject (answer with
+    /// ICMP port-unreachable, rate-limited; the default, RFC 5382 REQ-4) or drop (forget them
+    /// silently, REQ-4a).
+    #[arg(long, value_name = "POLICY")]
+    pub unsolicited_syn: Option<UnsolicitedSyn>,
     /// Datapath backend: af_packet (mmap rings, the default) or pnet (portable fallback).
     #[arg(long)]
     pub backend: Option<Backend>,
@@ -182,6 +188,7 @@ pub struct FileConfig {
     pub forward: Option<Vec<String>>,
     pub max_ports_per_subscriber: Option<u32>,
     pub max_sessions_per_subscriber: Option<u32>,
+    pub unsolicited_syn: Option<String>,
     pub backend: Option<String>,
     pub rx_mode: Option<String>,
     pub workers: Option<usize>,
@@ -235,6 +242,7 @@ pub struct Settings {
     pub forwards: Vec<Forward>,
     pub max_ports_per_subscriber: u32,
     pub max_sessions_per_subscriber: u32,
+    pub unsolicited_syn: UnsolicitedSyn,
     pub backend: Backend,
     /// af_packet receive path.
     pub rx_mode: RxMode,
@@ -365,6 +373,10 @@ impl Settings {
                 .max_sessions_per_subscriber
                 .or(f.max_sessions_per_subscriber)
                 .unwrap_or(0),
+            unsolicited_syn: match a.unsolicited_syn {
+                Some(p) => p,
+                None => parse_opt("unsolicited-syn", &f.unsolicited_syn)?.unwrap_or_default(),
+            },
             backend: match a.backend {
                 Some(b) => b,
                 None => parse_opt("backend", &f.backend)?.unwrap_or_default(),
@@ -463,6 +475,16 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
         assert!(s.reserve_ports);
+        assert_eq!(s.unsolicited_syn, UnsolicitedSyn::Reject);
+        let f = FileConfig::parse("inside = \"a\"\noutside = \"b\"\nunsolicited-syn = \"drop\"\n")
+            .unwrap();
+        let s = Settings::merge(&args(&[]), &f).unwrap();
+        assert_eq!(s.unsolicited_syn, UnsolicitedSyn::Drop);
+        let s = Settings::merge(&args(&["--unsolicited-syn", "reject"]), &f).unwrap();
+        assert_eq!(s.unsolicited_syn, UnsolicitedSyn::Reject);
+        let bad = FileConfig::parse("inside = \"a\"\noutside = \"b\"\nunsolicited-syn = \"rst\"\n")
+            .unwrap();
+        assert!(Settings::merge(&args(&[]), &bad).is_err());
     }
 
     #[test]

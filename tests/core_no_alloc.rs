@@ -84,6 +84,16 @@ fn per_packet_path_does_not_allocate() {
         }
         frames.extend(frs.into_iter().map(|f| (Inbound, f)));
     }
+    // Unsolicited SYNs (held, RFC 5382 REQ-4), some cancelled by an outbound SYN.
+    for i in 0..500u16 {
+        frames.push((Inbound, tcp(SRV, 80, PUB, 40000 + i, SYN, b"")));
+        if i % 2 == 0 {
+            frames.push((
+                Outbound,
+                tcp([192, 168, 3, 1], 40000 + i, SRV, 80, SYN, b""),
+            ));
+        }
+    }
     let mut ttl1 = udp(H1, 5, SRV, 5, b"ttl");
     ttl1[22] = 1;
     frames.push((Outbound, ttl1));
@@ -103,10 +113,18 @@ fn per_packet_path_does_not_allocate() {
         }
         w.take_released(|_, _| released += 1);
     }
+    // The rest are answered with port-unreachables after the hold time.
+    let mut rejected = 0;
+    while w.take_unanswered_syns(Time::from_secs(10), &mut scratch, 64, |_| rejected += 1) > 0 {}
     let expired = e.expire(Time::from_secs(100_000));
     let after = ALLOCS.load(Ordering::Relaxed);
     assert!(forwarded > 20_000, "{forwarded}");
     assert!(expired > 10_000);
     assert_eq!(released, 400, "held fragments released");
+    assert_eq!(
+        rejected, 100,
+        "held SYNs answered (ICMP rate limit: 100 a second)"
+    );
+    assert_eq!(e.stats().syn_cancelled, 250);
     assert_eq!(after - before, 0, "allocations on the packet path");
 }

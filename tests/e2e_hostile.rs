@@ -153,6 +153,9 @@ fn e2e_port_scan_of_public_address_reaches_no_inside_host() {
         ),
     );
     assert!(sent.trim().parse::<usize>().unwrap_or(0) > 1000, "{sent}");
+    // The SYNs are held 6 s (RFC 5382 REQ-4) and then answered with port-unreachables from the
+    // public address (rate-limited), after these captures end; those never concern the inside
+    // hosts, and the wire check below would catch one with a private address.
     // Inside captures end before the last legitimate ping (its replies come from srv).
     std::thread::sleep(Duration::from_millis(500));
     let (h1, h2) = (cap_h1.stop(), cap_h2.stop());

@@ -183,3 +183,132 @@ fn e2e_static_port_forward_from_outside_and_by_hairpin() {
         "{seen}"
     );
 }
+
+/// A TCP connect from the host it runs in to ADDR PORT (argv), 30 s at most: prints
+/// `connected SECONDS` or `ERROR_NAME ERRNO SECONDS`.
+const CONNECT: &str = "import socket, sys, time\n\
+s = socket.socket()\n\
+s.settimeout(float(sys.argv[3]))\n\
+t = time.monotonic()\n\
+try:\n    s.connect((sys.argv[1], int(sys.argv[2])))\n    print('connected', round(time.monotonic() - t, 2))\n\
+except OSError as e:\n    print(type(e).__name__, e.errno, round(time.monotonic() - t, 2))\n";
+
+/// Seconds since midnight of a `tcpdump -nn -r` line (`HH:MM:SS.ffffff IP ...`).
+fn seconds_of(line: &str) -> f64 {
+    let ts = line.split_whitespace().next().unwrap_or_default();
+    let v: Vec<f64> = ts.split(':').filter_map(|x| x.parse().ok()).collect();
+    assert_eq!(v.len(), 3, "no timestamp in {line:?}");
+    v[0] * 3600.0 + v[1] * 60.0 + v[2]
+}
+
+/// srv connects to a public port with no mapping; returns the connect's report, the outside wire
+/// (TCP to or from that port, and ICMP), and what h1 and h2 saw from srv.
+fn unsolicited_connect(
+    lab: &Lab,
+    rnat: &Rnat,
+    port: u16,
+    timeout_s: u32,
+) -> (String, Captured, Captured, Captured) {
+    let wire = lab.capture(WIRE_HOST, WIRE_IFACE, &format!("tcp port {port} or icmp"));
+    let h1 = lab.capture("h1", "eth0", &format!("ip and src host {SRV_IP}"));
+    let h2 = lab.capture("h2", "eth0", &format!("ip and src host {SRV_IP}"));
+    let out = lab.exec_timeout(
+        "srv",
+        &[
+            "/usr/bin/python3",
+            "-c",
+            CONNECT,
+            GW_PUBLIC_IP,
+            &port.to_string(),
+            &timeout_s.to_string(),
+        ],
+        Duration::from_secs(timeout_s as u64 + 20),
+    );
+    if !out.status.success() {
+        rnat.fail(&format!("connect script: {}", output_text(&out)));
+    }
+    let report = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (report, wire.stop(), h1.stop(), h2.stop())
+}
+
+/// RFC 5382 REQ-4: a SYN from outside to a public port with no mapping is not answered for 6 s,
+/// then answered with ICMP port-unreachable from the public address, which makes the remote's
+/// connect fail with "connection refused" (Linux treats a port-unreachable for a SYN as a hard
+/// error). Nothing reaches an inside host.
+#[test]
+fn e2e_rfc5382_req4_unsolicited_syn_gets_port_unreachable_after_6s() {
+    require_root!();
+    let lab = Lab::new();
+    let rnat = lab.start_rnat(&[]);
+    let (report, wire, h1, h2) = unsolicited_connect(&lab, &rnat, 23456, 30);
+    let ctx = || format!("connect: {report}\nwire:\n{}\n{}", wire.text, rnat.stderr());
+    let f: Vec<&str> = report.split_whitespace().collect();
+    assert_eq!(f.first(), Some(&"ConnectionRefusedError"), "{}", ctx());
+    let secs: f64 = f.last().and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    assert!(
+        (6.0..12.0).contains(&secs),
+        "refused after {secs} s\n{}",
+        ctx()
+    );
+    // The wire: the SYN (and its retransmissions), then one port-unreachable about it, and no
+    // TCP answer (RST or SYN-ACK) from the public address.
+    let syns: Vec<&str> = wire
+        .lines()
+        .filter(|l| l.contains(&format!("> {GW_PUBLIC_IP}.23456:")) && l.contains("[S]"))
+        .collect();
+    let errors: Vec<&str> = wire
+        .lines()
+        .filter(|l| l.contains(&format!("{GW_PUBLIC_IP} > {SRV_IP}: ICMP")))
+        .collect();
+    assert!(!syns.is_empty(), "{}", ctx());
+    assert_eq!(errors.len(), 1, "{}", ctx());
+    assert!(
+        errors[0].contains(&format!("{GW_PUBLIC_IP} tcp port 23456 unreachable")),
+        "{}",
+        ctx()
+    );
+    assert!(
+        !wire
+            .lines()
+            .any(|l| l.contains(&format!("{GW_PUBLIC_IP}.23456 >"))),
+        "{}",
+        ctx()
+    );
+    let waited = seconds_of(errors[0]) - seconds_of(syns[0]);
+    assert!(
+        (6.0..8.0).contains(&waited),
+        "port-unreachable {waited} s after the first SYN\n{}",
+        ctx()
+    );
+    assert_eq!(h1.count() + h2.count(), 0, "{}\n{}", h1.text, h2.text);
+    // Counted.
+    let o = lab.rnat_client(&rnat, &["stats", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| rnat.fail(&format!("stats: {e}: {}", output_text(&o))));
+    assert_eq!(st["unsolicited_syn"]["held"], 1, "{st:#}");
+    assert_eq!(st["unsolicited_syn"]["rejected"], 1, "{st:#}");
+}
+
+/// RFC 5382 REQ-4a: with `--unsolicited-syn drop` the SYN is held and forgotten: the remote's
+/// connect times out and the wire never shows an answer.
+#[test]
+fn e2e_rfc5382_req4a_drop_policy_never_answers() {
+    require_root!();
+    let lab = Lab::new();
+    let rnat = lab.start_rnat(&["--unsolicited-syn", "drop"]);
+    let (report, wire, h1, h2) = unsolicited_connect(&lab, &rnat, 23457, 9);
+    let ctx = || format!("connect: {report}\nwire:\n{}\n{}", wire.text, rnat.stderr());
+    assert!(
+        report.starts_with("TimeoutError") || report.starts_with("timeout"),
+        "{}",
+        ctx()
+    );
+    assert!(
+        !wire
+            .lines()
+            .any(|l| mentions_ip(l.split(" > ").next().unwrap_or_default(), GW_PUBLIC_IP)),
+        "{}",
+        ctx()
+    );
+    assert_eq!(h1.count() + h2.count(), 0, "{}\n{}", h1.text, h2.text);
+}

@@ -116,7 +116,8 @@ fn e2e_kernel_sends_no_rst_for_rnat_ports() {
     let lab = Lab::new();
     let _rnat = lab.start_rnat(&[]);
     let wire = lab.capture_wire();
-    // A SYN from outside to a public port in rnat's range with no mapping: silently dropped.
+    // A SYN from outside to a public port in rnat's range with no mapping: held without an
+    // answer for 6 s (RFC 5382 REQ-4; the port-unreachable that follows is e2e_rfc's test).
     let out = lab.exec_timeout(
         "srv",
         &[
@@ -136,6 +137,15 @@ fn e2e_kernel_sends_no_rst_for_rnat_ports() {
         "the gateway kernel answered with RST:\n{}\n{}",
         wire.text,
         output_text(&out)
+    );
+    let early: Vec<&str> = wire
+        .lines()
+        .filter(|l| l.contains("IP 203.0.113.1 >") || l.contains("IP 203.0.113.1.20000 >"))
+        .collect();
+    assert!(
+        early.is_empty(),
+        "answered before 6 s:\n{}",
+        early.join("\n")
     );
     // The gateway's own services on the public address still answer (kernel traffic untouched).
     let ping = lab.exec_timeout(

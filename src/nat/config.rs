@@ -29,6 +29,42 @@ impl std::str::FromStr for Filtering {
     }
 }
 
+/// What happens to an unsolicited inbound TCP SYN once it has been held for the hold time
+/// without an outbound SYN for the same connection (RFC 5382 REQ-4/4a).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnsolicitedSyn {
+    /// Send ICMP destination-unreachable, port-unreachable (rate-limited): the RFC's SHOULD.
+    #[default]
+    Reject,
+    /// Forget it silently (REQ-4a: a security policy may ask for this).
+    Drop,
+}
+
+impl UnsolicitedSyn {
+    pub fn name(self) -> &'static str {
+        match self {
+            UnsolicitedSyn::Reject => "reject",
+            UnsolicitedSyn::Drop => "drop",
+        }
+    }
+}
+
+impl std::str::FromStr for UnsolicitedSyn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reject" => Ok(UnsolicitedSyn::Reject),
+            "drop" => Ok(UnsolicitedSyn::Drop),
+            _ => Err(format!(
+                "unknown unsolicited-syn policy {s:?} (reject or drop)"
+            )),
+        }
+    }
+}
+
+/// RFC 5382 REQ-4: an unsolicited SYN is not answered for at least this long.
+pub const MIN_SYN_HOLD: Duration = Duration::from_secs(6);
+
 /// Session idle timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -215,6 +251,13 @@ pub struct Config {
     /// Per-subscriber limit on sessions (RFC 6888 REQ-5); 0: half of `max_sessions`, so that one
     /// inside host can never starve the others.
     pub max_sessions_per_subscriber: u32,
+    /// What to do with an unsolicited inbound SYN after the hold time (RFC 5382 REQ-4/4a).
+    pub unsolicited_syn: UnsolicitedSyn,
+    /// How long an unsolicited SYN is held before it is answered or forgotten; at least
+    /// [`MIN_SYN_HOLD`].
+    pub syn_hold: Duration,
+    /// Most unsolicited SYNs held at once; memory is reserved for them up front.
+    pub syn_hold_capacity: usize,
 }
 
 impl Default for Config {
@@ -238,6 +281,9 @@ impl Default for Config {
             forwards: Vec::new(),
             max_ports_per_subscriber: 0,
             max_sessions_per_subscriber: 0,
+            unsolicited_syn: UnsolicitedSyn::Reject,
+            syn_hold: MIN_SYN_HOLD,
+            syn_hold_capacity: 4096,
         }
     }
 }
@@ -259,6 +305,10 @@ pub enum ConfigError {
     BadForward(String, &'static str),
     #[error("timeout {0} is below the RFC minimum ({1} s)")]
     TimeoutTooShort(&'static str, u64),
+    #[error("unsolicited SYNs must be held at least 6 s (RFC 5382 REQ-4)")]
+    SynHoldTooShort,
+    #[error("syn_hold_capacity must be between 1 and 1048576")]
+    BadSynHoldCapacity,
 }
 
 impl Config {
@@ -303,6 +353,12 @@ impl Config {
         }
         if self.max_sessions == 0 || self.max_sessions > 1 << 27 {
             return Err(ConfigError::BadCapacity);
+        }
+        if self.syn_hold < MIN_SYN_HOLD {
+            return Err(ConfigError::SynHoldTooShort);
+        }
+        if self.syn_hold_capacity == 0 || self.syn_hold_capacity > 1 << 20 {
+            return Err(ConfigError::BadSynHoldCapacity);
         }
         Ok(())
     }

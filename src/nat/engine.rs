@@ -2,6 +2,7 @@
 
 use super::config::{Config, ConfigError, Filtering, PortRange};
 use super::stats::{Counter, DropReason, Stats, WorkerStats};
+use super::synhold::{Holding, Key as SynKey, SynHold};
 use super::table::{
     F_INBOUND_CREATED, M_STATIC, Shard, Table, give, map_hash, mix, owner_parts, owner_word,
     sess_hash, take,
@@ -82,6 +83,9 @@ pub struct Engine {
     pub(super) live: super::live::Live,
     /// The port forwards in effect.
     pub(super) forwards: Mutex<Vec<super::config::Forward>>,
+    /// Unsolicited inbound SYNs waiting out the hold time (RFC 5382 REQ-4). Shared because the
+    /// outbound SYN that cancels one may reach any worker.
+    pub(super) syn_hold: SynHold,
 }
 
 /// A datapath thread's handle on the engine, with its own counters.
@@ -134,6 +138,7 @@ impl Engine {
         install_forwards(&cfg, &table)?;
         Ok(Arc::new(Engine {
             live: super::live::Live::new(&cfg),
+            syn_hold: SynHold::new(cfg.syn_hold_capacity, table.seed),
             forwards: Mutex::new(cfg.forwards.clone()),
             cfg,
             class_ranges,
@@ -208,9 +213,37 @@ impl Engine {
             .sum()
     }
 
-    /// Heap bytes reserved by the table (sessions, mappings, indexes, port space).
+    /// Unsolicited inbound SYNs held now (RFC 5382 REQ-4).
+    pub fn held_syns(&self) -> usize {
+        self.syn_hold.len()
+    }
+
+    /// Whether a TCP session between the public endpoint and the remote of `k` is live.
+    fn has_live_session(&self, k: &SynKey, now: Time) -> bool {
+        let t = &self.table;
+        let Some(pub_idx) = self.public_index(k.pub_ip) else {
+            return false;
+        };
+        let word = t.ports.owner(pub_idx, Proto::Tcp, k.pub_port);
+        let Some((si, mid)) = owner_parts(word) else {
+            return false;
+        };
+        let sh = t.shards[si & t.shard_mask].lock();
+        if t.ports.owner(pub_idx, Proto::Tcp, k.pub_port) != word {
+            return false;
+        }
+        let m = *sh.mappings.get(mid);
+        sh.find_session(t.seed, proto::TCP, m.in_ip, m.in_port, k.rem_ip, k.rem_port)
+            .is_some_and(|id| {
+                let s = sh.sessions.get(id);
+                !self.expired(s.proto, s.state, s.last_seen, now)
+            })
+    }
+
+    /// Heap bytes reserved by the table (sessions, mappings, indexes, port space) and the
+    /// held-SYN store.
     pub fn table_heap_bytes(&self) -> usize {
-        self.table.heap_bytes()
+        self.table.heap_bytes() + self.syn_hold.heap_bytes()
     }
 
     /// Removes every session idle past its timeout, ending mappings left without sessions (their
@@ -626,6 +659,19 @@ impl Worker {
             Ok(x) => x,
             Err(r) => return self.refuse(f, &fl, r, now, scratch),
         };
+        // RFC 5382 REQ-4: an outbound SYN for a connection whose inbound SYN is held (a
+        // simultaneous open) cancels it silently. Free of locks while nothing is held.
+        if fl.proto == Proto::Tcp
+            && fl.tcp_flags & (Tcp::SYN | Tcp::ACK | Tcp::RST) == Tcp::SYN
+            && e.syn_hold.cancel(SynKey {
+                pub_ip,
+                rem_ip: fl.dst,
+                pub_port,
+                rem_port: fl.dport,
+            })
+        {
+            self.stats.bump(Counter::SynCancelled);
+        }
         rewrite(
             f,
             fl.l4,
@@ -656,7 +702,15 @@ impl Worker {
         }
         let (in_ip, in_port) = match self.lookup_in(&fl, now) {
             Ok(x) => x,
-            Err(r) => return Verdict::Drop(r),
+            Err(r) => {
+                if matches!(r, DropReason::NoMapping | DropReason::Filtered)
+                    && fl.proto == Proto::Tcp
+                    && fl.tcp_flags & (Tcp::SYN | Tcp::ACK | Tcp::RST) == Tcp::SYN
+                {
+                    self.hold_syn(f, &fl, now);
+                }
+                return Verdict::Drop(r);
+            }
         };
         let mtu = self.engine.cfg.inside_mtu as usize;
         if mtu != 0 && fl.ip_len > mtu && !meta.gso && dont_frag(f) {
@@ -872,21 +926,99 @@ impl Worker {
             r,
             DropReason::NoPorts | DropReason::TableFull | DropReason::Quota
         );
-        let (sec, n) = self.icmp_budget.get();
-        let this = now.secs_u32();
-        let n = if sec == this { n } else { 0 };
-        if !resource || from == 0 || n >= ICMP_REFUSAL_RATE {
+        if !resource || from == 0 || !self.icmp_allowed(now) {
             return Verdict::Drop(r);
         }
         let (t, c) = (Icmp::DEST_UNREACHABLE, Icmp::CODE_ADMIN_PROHIBITED);
         match icmp_error(scratch, f, fl.ip_len, t, c, 0, from) {
             Some(len) => {
-                self.icmp_budget.set((this, n + 1));
+                self.icmp_spent(now);
                 self.stats.count_drop(r);
                 Verdict::Reply(len)
             }
             None => Verdict::Drop(r),
         }
+    }
+
+    /// Whether the rate limit of generated ICMP errors about refused flows allows one more now.
+    fn icmp_allowed(&self, now: Time) -> bool {
+        let (sec, n) = self.icmp_budget.get();
+        sec != now.secs_u32() || n < ICMP_REFUSAL_RATE
+    }
+
+    /// Counts one generated error against the rate limit.
+    fn icmp_spent(&self, now: Time) {
+        let (sec, n) = self.icmp_budget.get();
+        let this = now.secs_u32();
+        self.icmp_budget
+            .set((this, if sec == this { n + 1 } else { 1 }));
+    }
+
+    /// Holds an unsolicited inbound SYN (RFC 5382 REQ-4); the caller drops the frame.
+    fn hold_syn(&self, f: &[u8], fl: &Flow, now: Time) {
+        let e = &*self.engine;
+        let key = SynKey {
+            pub_ip: fl.dst,
+            rem_ip: fl.src,
+            pub_port: fl.dport,
+            rem_port: fl.sport,
+        };
+        let frame = &f[..(L3 + fl.ip_len).min(f.len())];
+        match e
+            .syn_hold
+            .hold(key, frame, fl.ip_len, now + e.live.syn_hold())
+        {
+            Holding::Added => self.stats.bump(Counter::SynHeld),
+            Holding::AlreadyHeld => {}
+            Holding::Full => self.stats.bump(Counter::SynHoldFull),
+        }
+    }
+
+    /// Unsolicited inbound SYNs whose hold time has passed without an outbound SYN for their
+    /// connection (RFC 5382 REQ-4): for each, with the `reject` policy, an Ethernet frame carrying
+    /// ICMP destination-unreachable, port-unreachable, from the public address to the remote and
+    /// quoting the SYN's IP header and TCP header, is written into `scratch` and passed to `send`,
+    /// to go out of the outside interface (addressed back to the MAC the SYN came from). With the
+    /// `drop` policy, or past the ICMP rate limit, a held SYN is forgotten (counted). Handles at
+    /// most `max` held SYNs; returns how many frames it passed to `send`. The datapath calls it
+    /// periodically, traffic or not; without held SYNs it costs two atomic loads.
+    pub fn take_unanswered_syns(
+        &self,
+        now: Time,
+        scratch: &mut [u8],
+        max: usize,
+        mut send: impl FnMut(&[u8]),
+    ) -> usize {
+        let e = &*self.engine;
+        let (mut cursor, mut sent) = (0, 0);
+        for _ in 0..max {
+            let Some(h) = e.syn_hold.pop_due(now, &mut cursor) else {
+                break;
+            };
+            if e.has_live_session(&h.key, now) {
+                // The connection opened meanwhile (the outbound SYN raced the hold).
+                self.stats.bump(Counter::SynCancelled);
+                continue;
+            }
+            if e.live.unsolicited_syn() == super::config::UnsolicitedSyn::Drop
+                || !self.icmp_allowed(now)
+            {
+                self.stats.bump(Counter::SynForgotten);
+                continue;
+            }
+            let (t, c) = (Icmp::DEST_UNREACHABLE, Icmp::CODE_PORT_UNREACHABLE);
+            match icmp_error(scratch, h.frame(), h.ip_len as usize, t, c, 0, h.key.pub_ip) {
+                Some(n) => {
+                    self.icmp_spent(now);
+                    self.stats.bump(Counter::SynRejected);
+                    self.stats.bump(Counter::IcmpGenerated);
+                    send(&scratch[..n]);
+                    sent += 1;
+                }
+                None => self.stats.bump(Counter::SynForgotten),
+            }
+        }
+        sent
     }
 
     fn ttl_exceeded(&self, f: &[u8], ip_len: usize, from: u32, scratch: &mut [u8]) -> Verdict {

@@ -5,7 +5,7 @@
 //! Everything that sizes or shapes the table (public addresses, port ranges, prefixes, capacity)
 //! needs a restart and is reported as such.
 
-use super::config::{Config, ConfigError, Filtering, Timeouts};
+use super::config::{Config, ConfigError, Filtering, Timeouts, UnsolicitedSyn};
 use super::engine::Engine;
 use super::table::{M_STATIC, map_hash};
 use super::tcp::TcpState;
@@ -24,6 +24,10 @@ pub(crate) struct Live {
     inbound_refresh: AtomicBool,
     pub max_ports_per_subscriber: AtomicU32,
     pub max_sessions_per_subscriber: AtomicU32,
+    /// RFC 5382 REQ-4: answer held SYNs with port-unreachable (else forget them).
+    reject_unsolicited_syn: AtomicBool,
+    /// How long unsolicited SYNs are held, nanoseconds.
+    syn_hold: AtomicU64,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -47,6 +51,8 @@ impl Live {
             inbound_refresh: AtomicBool::new(true),
             max_ports_per_subscriber: AtomicU32::new(0),
             max_sessions_per_subscriber: AtomicU32::new(0),
+            reject_unsolicited_syn: AtomicBool::new(true),
+            syn_hold: AtomicU64::new(0),
         };
         l.store(cfg);
         l
@@ -76,6 +82,23 @@ impl Live {
             .store(cfg.max_ports_per_subscriber, Relaxed);
         self.max_sessions_per_subscriber
             .store(cfg.max_sessions_per_subscriber, Relaxed);
+        self.reject_unsolicited_syn
+            .store(cfg.unsolicited_syn == UnsolicitedSyn::Reject, Relaxed);
+        self.syn_hold.store(nanos(cfg.syn_hold), Relaxed);
+    }
+
+    #[inline]
+    pub fn unsolicited_syn(&self) -> UnsolicitedSyn {
+        if self.reject_unsolicited_syn.load(Relaxed) {
+            UnsolicitedSyn::Reject
+        } else {
+            UnsolicitedSyn::Drop
+        }
+    }
+
+    #[inline]
+    pub fn syn_hold(&self) -> Duration {
+        Duration::from_nanos(self.syn_hold.load(Relaxed))
     }
 
     /// The idle timeout of a session in `state` (TCP) of protocol `p`.
@@ -145,6 +168,7 @@ impl Engine {
         }
         restart!(public_addrs => "public", port_ranges => "ports", inside_prefixes => "inside-prefix",
             inside_addr => "inside address", max_sessions => "max-sessions", shards => "shards",
+            syn_hold_capacity => "syn-hold-capacity",
             outside_mtu => "outside MTU", inside_mtu => "inside MTU");
         // Structures sized at start: the address-dependent filter index.
         let adf = |c: &Config| {
@@ -197,6 +221,12 @@ impl Engine {
         {
             r.applied.push("quotas");
         }
+        if old.unsolicited_syn != new.unsolicited_syn {
+            r.applied.push("unsolicited-syn");
+        }
+        if old.syn_hold != new.syn_hold {
+            r.applied.push("syn-hold");
+        }
         let mut apply = new.clone();
         if !filtering_ok {
             (
@@ -223,6 +253,8 @@ impl Engine {
             max_ports_per_subscriber: l.max_ports_per_subscriber.load(Relaxed),
             max_sessions_per_subscriber: l.max_sessions_per_subscriber.load(Relaxed),
             forwards: self.forwards.lock().clone(),
+            unsolicited_syn: l.unsolicited_syn(),
+            syn_hold: l.syn_hold(),
             ..self.config().clone()
         }
     }

@@ -12,10 +12,14 @@ mod index;
 mod live;
 pub mod snapshot;
 mod stats;
+mod synhold;
 mod table;
 pub mod tcp;
 
-pub use config::{Config, ConfigError, Filtering, Forward, PortRange, Prefix, Timeouts};
+pub use config::{
+    Config, ConfigError, Filtering, Forward, MIN_SYN_HOLD, PortRange, Prefix, Timeouts,
+    UnsolicitedSyn,
+};
 pub use engine::{Engine, FrameMeta, SessionInfo, Verdict, Worker};
 pub use live::Reconfigured;
 pub use snapshot::{RestoreReport, SnapshotError};

@@ -99,6 +99,17 @@ pub enum Counter {
     FragHeld,
     /// Held fragments translated and handed to the datapath.
     FragReleased,
+    /// Unsolicited inbound SYNs held (RFC 5382 REQ-4).
+    SynHeld,
+    /// Held SYNs answered with ICMP port-unreachable after the hold time.
+    SynRejected,
+    /// Held SYNs dropped silently because an outbound SYN for the connection was translated.
+    SynCancelled,
+    /// Held SYNs forgotten after the hold time without an answer (policy `drop`, or the ICMP
+    /// rate limit).
+    SynForgotten,
+    /// Unsolicited SYNs not held because the store was full (dropped without an answer).
+    SynHoldFull,
     /// First drop reason; drops occupy `DropBase + reason`.
     DropBase,
 }
@@ -155,6 +166,16 @@ pub struct Stats {
     pub frags_held: u64,
     /// Held fragments translated and released (see `Worker::take_released`).
     pub frags_released: u64,
+    /// Unsolicited inbound SYNs held (RFC 5382 REQ-4).
+    pub syn_held: u64,
+    /// Held SYNs answered with ICMP port-unreachable after the hold time.
+    pub syn_rejected: u64,
+    /// Held SYNs dropped silently because an outbound SYN for the connection was translated.
+    pub syn_cancelled: u64,
+    /// Held SYNs forgotten after the hold time (policy `drop`, or the ICMP rate limit).
+    pub syn_forgotten: u64,
+    /// Unsolicited SYNs not held because the store was full.
+    pub syn_hold_full: u64,
     pub drops: Vec<(DropReason, u64)>,
 }
 
@@ -177,6 +198,11 @@ impl Stats {
             sessions_created: t[Counter::SessionsCreated as usize],
             frags_held: t[Counter::FragHeld as usize],
             frags_released: t[Counter::FragReleased as usize],
+            syn_held: t[Counter::SynHeld as usize],
+            syn_rejected: t[Counter::SynRejected as usize],
+            syn_cancelled: t[Counter::SynCancelled as usize],
+            syn_forgotten: t[Counter::SynForgotten as usize],
+            syn_hold_full: t[Counter::SynHoldFull as usize],
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (*r, t[Counter::DropBase as usize + *r as usize]))

@@ -116,6 +116,23 @@ pub struct GatewayCounters {
     pub replies_sent: u64,
 }
 
+/// What became of unsolicited inbound SYNs (RFC 5382 REQ-4).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SynCounters {
+    /// Held for the hold time.
+    pub held: u64,
+    /// Answered with ICMP port-unreachable after it.
+    pub rejected: u64,
+    /// Dropped silently because an outbound SYN for the connection was translated.
+    pub cancelled: u64,
+    /// Forgotten after it (policy `drop`, or the ICMP rate limit).
+    pub forgotten: u64,
+    /// Not held: the store was full.
+    pub store_full: u64,
+    /// Held now.
+    pub holding: u64,
+}
+
 /// Everything `rnat stats` and the metrics endpoint report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsReport {
@@ -130,6 +147,9 @@ pub struct StatsReport {
     pub icmp_generated: u64,
     pub mappings_created: u64,
     pub sessions_created: u64,
+    /// Unsolicited inbound SYNs (RFC 5382 REQ-4).
+    #[serde(default)]
+    pub unsolicited_syn: SynCounters,
     /// Drops by reason (every reason listed, zeros included).
     pub drops: BTreeMap<String, u64>,
     /// Live sessions.
@@ -223,6 +243,14 @@ impl Observer {
             icmp_generated: s.icmp_generated,
             mappings_created: s.mappings_created,
             sessions_created: s.sessions_created,
+            unsolicited_syn: SynCounters {
+                held: s.syn_held,
+                rejected: s.syn_rejected,
+                cancelled: s.syn_cancelled,
+                forgotten: s.syn_forgotten,
+                store_full: s.syn_hold_full,
+                holding: self.engine.held_syns() as u64,
+            },
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (r.name().to_string(), s.dropped(*r)))
@@ -290,6 +318,13 @@ pub fn format_stats(r: &StatsReport) -> String {
         o,
         "created           {} mappings, {} sessions",
         r.mappings_created, r.sessions_created
+    );
+    let u = &r.unsolicited_syn;
+    let _ = writeln!(
+        o,
+        "unsolicited syn   held {}, rejected {}, cancelled {}, forgotten {}, store_full {}, \
+         holding {}",
+        u.held, u.rejected, u.cancelled, u.forgotten, u.store_full, u.holding
     );
     let _ = writeln!(
         o,
@@ -393,6 +428,19 @@ pub fn format_prometheus(r: &StatsReport) -> String {
         "counter",
         "Sessions created.",
         &one(r.sessions_created),
+    );
+    let u = &r.unsolicited_syn;
+    metric(
+        "rnat_unsolicited_syn_total",
+        "counter",
+        "Unsolicited inbound TCP SYNs (RFC 5382 REQ-4), by outcome.",
+        &[
+            ("outcome=\"held\"".to_string(), u.held),
+            ("outcome=\"rejected\"".to_string(), u.rejected),
+            ("outcome=\"cancelled\"".to_string(), u.cancelled),
+            ("outcome=\"forgotten\"".to_string(), u.forgotten),
+            ("outcome=\"store_full\"".to_string(), u.store_full),
+        ],
     );
     let drops: Vec<(String, u64)> = r
         .drops
