@@ -428,7 +428,8 @@ fn known_mac(
 }
 
 /// The MAC of the next hop towards `dst` through `side`, or `None` (counted; an ARP request is
-/// queued when rnat does not know it yet).
+/// queued when rnat does not know it yet). The next hop is found among the routes through
+/// `side`'s interface only.
 fn next_hop_mac(
     snap: &Snapshot,
     side: &mut Side,
@@ -436,11 +437,9 @@ fn next_hop_mac(
     now: Instant,
     stats: &GatewayStats,
 ) -> Option<[u8; 6]> {
-    let Some(nh) = snap
-        .routes
-        .lookup(dst)
-        .filter(|nh| nh.ifindex == side.link.ifindex)
-    else {
+    // Only the routes that leave through this side (RFC 4787 REQ-7): a remote may lie in a prefix
+    // the host routes inside, and a translated packet must still leave by the outside.
+    let Some(nh) = snap.routes.lookup_via(dst, side.link.ifindex) else {
         GatewayStats::bump(&stats.no_route);
         return None;
     };

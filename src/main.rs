@@ -504,6 +504,10 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
     } else {
         cli.inside_prefix.clone()
     };
+    let outside_prefixes: Vec<_> = out_if.addrs.iter().map(|a| a.prefix()).collect();
+    for w in rnat::preflight::overlap_warnings(&inside_prefixes, &outside_prefixes) {
+        tracing::warn!("{w}");
+    }
     // `..Config::default()` keeps options the CLI does not set yet at their defaults.
     #[allow(clippy::needless_update)]
     let cfg = Config {

@@ -112,6 +112,26 @@ fn overlaps(a: &Prefix, b: &Prefix) -> bool {
     u32::from(a.addr) & m == u32::from(b.addr) & m
 }
 
+/// RFC 4787 REQ-7: each inside prefix that overlaps an outside prefix (e.g. after the outside
+/// interface was renumbered by DHCP into the LAN's range), as a sentence. rnat still translates
+/// (translated packets are routed only by the outside interface's routes), but remotes in the
+/// overlap are taken for inside hosts and cannot be reached.
+pub fn overlap_warnings(inside: &[Prefix], outside: &[Prefix]) -> Vec<String> {
+    let mut v = Vec::new();
+    for a in inside {
+        for b in outside {
+            if overlaps(a, b) {
+                v.push(format!(
+                    "inside prefix {}/{} overlaps outside prefix {}/{}: rnat still translates, \
+                     but remotes in the overlap are taken for inside hosts and cannot be reached",
+                    a.addr, a.len, b.addr, b.len
+                ));
+            }
+        }
+    }
+    v
+}
+
 /// Runs every check.
 pub fn check(inside: &str, outside: &str) -> Report {
     let mut r = Report::default();
@@ -226,23 +246,14 @@ pub fn check(inside: &str, outside: &str) -> Report {
                  inside hosts",
             );
         }
-        for a in &i.addrs {
-            for b in &o.addrs {
-                if overlaps(&a.prefix(), &b.prefix()) {
-                    r.add(
-                        Severity::Blocker,
-                        format!(
-                            "inside prefix {}/{} overlaps outside prefix {}/{}",
-                            a.prefix().addr,
-                            a.prefix_len,
-                            b.prefix().addr,
-                            b.prefix_len
-                        ),
-                        "renumber one side: private hosts and the public network must not share \
-                         addresses",
-                    );
-                }
-            }
+        let pre = |x: &Interface| x.addrs.iter().map(|a| a.prefix()).collect::<Vec<_>>();
+        for w in overlap_warnings(&pre(i), &pre(o)) {
+            r.add(
+                Severity::Warn,
+                w,
+                "renumber one side: private hosts and the public network should not share \
+                 addresses",
+            );
         }
     }
     // Kernel settings.
@@ -368,5 +379,17 @@ mod tests {
         assert!(overlaps(&p("10.0.0.0/8"), &p("10.1.0.0/16")));
         assert!(!overlaps(&p("192.168.1.0/24"), &p("203.0.113.0/24")));
         assert!(overlaps(&p("0.0.0.0/0"), &p("203.0.113.0/24")));
+    }
+
+    #[test]
+    fn rfc4787_req7_overlap_is_warned() {
+        let p = |s: &str| s.parse::<Prefix>().unwrap();
+        let w = overlap_warnings(&[p("192.168.1.0/24")], &[p("192.168.0.0/16")]);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("192.168.1.0/24 overlaps outside prefix 192.168.0.0/16"),
+            "{w:?}"
+        );
+        assert!(overlap_warnings(&[p("192.168.1.0/24")], &[p("203.0.113.0/24")]).is_empty());
     }
 }

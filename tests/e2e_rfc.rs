@@ -312,3 +312,84 @@ fn e2e_rfc5382_req4a_drop_policy_never_answers() {
     );
     assert_eq!(h1.count() + h2.count(), 0, "{}\n{}", h1.text, h2.text);
 }
+
+/// A TCP server in the host it runs in: binds ADDR PORT (argv), accepts one connection (20 s at
+/// most), sends back "peer=IP:PORT" and exits.
+const TELL_PEER: &str = "import socket, sys\n\
+s = socket.socket()\n\
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+s.bind((sys.argv[1], int(sys.argv[2])))\n\
+s.listen(1)\n\
+s.settimeout(20)\n\
+c, a = s.accept()\n\
+c.sendall(b'peer=%s:%d\\n' % (a[0].encode(), a[1]))\n\
+c.close()\n";
+
+/// RFC 4787 REQ-7: the gateway routes 10.0.0.0/8 inside (an inside network behind a router), and
+/// a server at 10.9.0.5 lives beyond the outside. The kernel's main table would send translated
+/// packets to it back inside; rnat routes them by the outside interface's routes only, so h1
+/// reaches the server, which sees the public address, and nothing goes astray inside.
+#[test]
+fn e2e_rfc4787_req7_remote_inside_an_inside_prefix() {
+    require_root!();
+    let lab = Lab::new();
+    const REMOTE: &str = "10.9.0.5";
+    for (host, cmd) in [
+        ("gw", "ip route add 10.0.0.0/8 via 192.168.1.3 dev eth1"),
+        ("srv", "ip addr add 10.9.0.5/32 dev eth0"),
+        ("rtr", "ip route add 10.9.0.5/32 via 198.51.100.20"),
+    ] {
+        let out = lab.sh(host, cmd);
+        assert!(out.status.success(), "{host}: {cmd}: {}", output_text(&out));
+    }
+    let mut rnat = lab.start_rnat(&[]);
+    let mut server = lab.spawn(
+        "srv",
+        &["/usr/bin/python3", "-c", TELL_PEER, REMOTE, "8099"],
+    );
+    lab.wait_listening("srv", "tcp", 8099, Duration::from_secs(15));
+    let h2 = lab.capture("h2", "eth0", &format!("ip and host {REMOTE}"));
+    let wire = lab.capture_wire();
+    let out = lab.exec_timeout(
+        "h1",
+        &[
+            "socat",
+            "-T",
+            "5",
+            "-u",
+            &format!("TCP4:{REMOTE}:8099,connect-timeout=5"),
+            "-",
+        ],
+        Duration::from_secs(15),
+    );
+    let (h2, wire) = (h2.stop(), wire.stop());
+    let reply = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let ctx = || {
+        format!(
+            "{}\nwire:\n{}\n{}",
+            output_text(&out),
+            wire.text,
+            rnat.stderr()
+        )
+    };
+    assert!(
+        reply.starts_with(&format!("peer={GW_PUBLIC_IP}:")),
+        "the server must see the public address: {}",
+        ctx()
+    );
+    assert!(
+        wire.lines()
+            .any(|l| l.contains(&format!("IP {GW_PUBLIC_IP}.")) && l.contains(REMOTE)),
+        "{}",
+        ctx()
+    );
+    wire.check_translated().unwrap_or_else(|e| rnat.fail(&e));
+    assert_eq!(
+        h2.count(),
+        0,
+        "sent inside towards the inside router:\n{}",
+        h2.text
+    );
+    let _ = server.wait_timeout(Duration::from_secs(5));
+    assert!(rnat.is_running());
+}

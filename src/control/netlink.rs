@@ -174,11 +174,47 @@ pub struct Route {
 ///
 /// Routes are grouped by prefix length into hash maps (the best metric wins per prefix); a lookup
 /// probes the lengths present, longest first: at most 33 hash probes, usually a handful.
+///
+/// Besides the whole table, it keeps one such table per outgoing interface (that interface's
+/// routes plus the reject routes) for [`RouteTable::lookup_via`]: rnat routes a translated packet
+/// only among the routes of the interface it must leave by (RFC 4787 REQ-7), since a remote may
+/// sit in a prefix the host routes inside.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteTable {
     routes: Vec<Route>,
     /// (prefix length, network -> best route), longest first.
-    by_len: Vec<(u8, HashMap<u32, Route>)>,
+    by_len: ByLen,
+    /// The same per outgoing interface: (ifindex, its routes and the reject routes).
+    by_if: Vec<(u32, ByLen)>,
+}
+
+type ByLen = Vec<(u8, HashMap<u32, Route>)>;
+
+/// Groups routes (sorted longest prefix first, then by network and metric) by prefix length.
+fn group<'a>(routes: impl Iterator<Item = &'a Route>) -> ByLen {
+    let mut by_len: ByLen = Vec::new();
+    for r in routes {
+        let net = u32::from(r.dst.addr) & r.dst.mask();
+        if by_len.last().is_none_or(|(l, _)| *l != r.dst.len) {
+            by_len.push((r.dst.len, HashMap::new()));
+        }
+        let map = &mut by_len.last_mut().expect("just pushed").1;
+        map.entry(net).or_insert(*r); // sorted by metric: the first one is the best
+    }
+    by_len
+}
+
+/// Longest-prefix match in a grouped table.
+fn probe(by_len: &ByLen, dst: Ipv4Addr) -> Option<&Route> {
+    let d = u32::from(dst);
+    by_len.iter().find_map(|(len, map)| {
+        let mask = if *len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - *len as u32)
+        };
+        map.get(&(d & mask))
+    })
 }
 
 impl RouteTable {
@@ -191,16 +227,27 @@ impl RouteTable {
                 r.metric,
             )
         });
-        let mut by_len: Vec<(u8, HashMap<u32, Route>)> = Vec::new();
-        for r in &routes {
-            let net = u32::from(r.dst.addr) & r.dst.mask();
-            if by_len.last().is_none_or(|(l, _)| *l != r.dst.len) {
-                by_len.push((r.dst.len, HashMap::new()));
-            }
-            let map = &mut by_len.last_mut().expect("just pushed").1;
-            map.entry(net).or_insert(*r); // sorted by metric: the first one is the best
+        let by_len = group(routes.iter());
+        let mut ifs: Vec<u32> = routes
+            .iter()
+            .filter_map(|r| r.next_hop.map(|n| n.ifindex))
+            .collect();
+        ifs.sort_unstable();
+        ifs.dedup();
+        let by_if = ifs
+            .into_iter()
+            .map(|i| {
+                let mine = routes
+                    .iter()
+                    .filter(|r| r.next_hop.is_none_or(|n| n.ifindex == i));
+                (i, group(mine))
+            })
+            .collect();
+        RouteTable {
+            routes,
+            by_len,
+            by_if,
         }
-        RouteTable { routes, by_len }
     }
 
     /// Longest-prefix match for `dst`; `None` if no route or the best route rejects (blackhole,
@@ -211,15 +258,16 @@ impl RouteTable {
 
     /// The matching route itself.
     pub fn lookup_route(&self, dst: Ipv4Addr) -> Option<&Route> {
-        let d = u32::from(dst);
-        self.by_len.iter().find_map(|(len, map)| {
-            let mask = if *len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - *len as u32)
-            };
-            map.get(&(d & mask))
-        })
+        probe(&self.by_len, dst)
+    }
+
+    /// Longest-prefix match for `dst` among the routes that leave through interface `ifindex`
+    /// (and the reject routes, which still stop a lookup where they are more specific): where a
+    /// packet to `dst` would go if it had to leave by that interface. `None` if that interface
+    /// has no route to `dst`, or a reject route wins.
+    pub fn lookup_via(&self, dst: Ipv4Addr, ifindex: u32) -> Option<NextHop> {
+        let (_, t) = self.by_if.iter().find(|(i, _)| *i == ifindex)?;
+        probe(t, dst).and_then(|r| r.next_hop)
     }
 
     /// All routes, longest prefix first.
@@ -813,6 +861,88 @@ mod tests {
                 .lookup(Ipv4Addr::new(10, 0, 0, 1))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn rfc4787_req7_lookup_via_uses_only_that_interfaces_routes() {
+        let gw = |g: [u8; 4]| Some(Ipv4Addr::from(g));
+        let (outside, inside) = (2, 3);
+        let t = RouteTable::new(vec![
+            // Default route out; the inside network and a wider inside route; a blackhole.
+            Route {
+                dst: p("0.0.0.0/0"),
+                metric: 0,
+                next_hop: Some(NextHop {
+                    ifindex: outside,
+                    gateway: gw([203, 0, 113, 254]),
+                }),
+            },
+            Route {
+                dst: p("203.0.113.0/24"),
+                metric: 0,
+                next_hop: Some(NextHop {
+                    ifindex: outside,
+                    gateway: None,
+                }),
+            },
+            Route {
+                dst: p("10.1.0.0/24"),
+                metric: 0,
+                next_hop: Some(NextHop {
+                    ifindex: inside,
+                    gateway: None,
+                }),
+            },
+            Route {
+                dst: p("10.0.0.0/8"),
+                metric: 0,
+                next_hop: Some(NextHop {
+                    ifindex: inside,
+                    gateway: gw([10, 1, 0, 254]),
+                }),
+            },
+            Route {
+                dst: p("10.66.0.0/16"),
+                metric: 0,
+                next_hop: None,
+            },
+        ]);
+        let remote = Ipv4Addr::new(10, 9, 0, 5);
+        // The whole table sends the remote inside...
+        assert_eq!(t.lookup(remote).unwrap().ifindex, inside);
+        // ...but leaving by the outside interface, the default route applies.
+        assert_eq!(
+            t.lookup_via(remote, outside),
+            Some(NextHop {
+                ifindex: outside,
+                gateway: gw([203, 0, 113, 254])
+            })
+        );
+        // On-link outside stays on-link; inside destinations resolve among inside routes.
+        assert_eq!(
+            t.lookup_via(Ipv4Addr::new(203, 0, 113, 9), outside)
+                .unwrap()
+                .gateway,
+            None
+        );
+        assert_eq!(
+            t.lookup_via(Ipv4Addr::new(10, 1, 0, 7), inside)
+                .unwrap()
+                .gateway,
+            None
+        );
+        assert_eq!(
+            t.lookup_via(Ipv4Addr::new(10, 200, 0, 7), inside)
+                .unwrap()
+                .gateway,
+            gw([10, 1, 0, 254])
+        );
+        // No inside route to a public address; an unknown interface has no routes.
+        assert_eq!(t.lookup_via(Ipv4Addr::new(8, 8, 8, 8), inside), None);
+        assert_eq!(t.lookup_via(remote, 99), None);
+        // A more specific reject route still stops the lookup on every interface.
+        assert_eq!(t.lookup_via(Ipv4Addr::new(10, 66, 1, 1), outside), None);
+        assert_eq!(t.lookup_via(Ipv4Addr::new(10, 66, 1, 1), inside), None);
     }
 
     #[test]
