@@ -606,10 +606,66 @@ fn rfc7857_session_kept_4_minutes_after_rst() {
     let h = handshake(&mut n, 10000, 0);
     n.inb(tcp(SRV, 80, PUB, h.sport, RST, b""), t(100)).unwrap();
     assert_eq!(tcp_state(&n, 100), "RESET");
-    // Still translated during the transitory time (the RST might not have been accepted).
+    // Still translated during the transitory time (the RST might not have been accepted); a
+    // second RST does not push the end further (RFC 7857: RSTs do not refresh).
     assert!(n.out(tcp(H1, 10000, SRV, 80, RST, b""), t(200)).is_ok());
-    assert_eq!(n.w.engine().expire(t(200 + 239)), 0);
-    assert_eq!(n.w.engine().expire(t(200 + 240)), 1);
+    assert_eq!(n.w.engine().expire(t(100 + 239)), 0);
+    assert_eq!(n.w.engine().expire(t(100 + 240)), 1);
+}
+
+fn short_opening_cfg() -> Config {
+    Config {
+        timeouts: Timeouts {
+            tcp_opening: std::time::Duration::from_secs(30),
+            ..Timeouts::default()
+        },
+        ..cfg()
+    }
+}
+
+/// Virtual time `s` seconds after a start far from zero (engine time in the gateway starts at
+/// 30 days; a deadline is never moved before the clock's origin).
+fn at(s: u64) -> Time {
+    t(10_000 + s)
+}
+
+#[test]
+fn rfc7857_outbound_rst_does_not_refresh() {
+    // An opening session with 30 s to live: a RST 10 s in must not give it 4 minutes.
+    let mut n = Nat::new(short_opening_cfg());
+    n.out(tcp(H1, 10000, SRV, 80, SYN, b""), at(0)).unwrap();
+    assert!(n.out(tcp(H1, 10000, SRV, 80, RST, b""), at(10)).is_ok());
+    assert_eq!(n.w.engine().sessions(at(10))[0].state, "RESET");
+    assert_eq!(n.w.engine().expire(at(29)), 0);
+    assert_eq!(n.w.engine().expire(at(30)), 1);
+    // An established session (2 h 4 min left) is cut to the transitory time after a RST, and
+    // RSTs that follow do not extend that.
+    let mut n = Nat::new(cfg());
+    handshake(&mut n, 10000, 10_000);
+    n.out(tcp(H1, 10000, SRV, 80, RST, b""), at(100)).unwrap();
+    n.out(tcp(H1, 10000, SRV, 80, RST, b""), at(300)).unwrap();
+    let s = n.w.engine().sessions(at(300));
+    assert_eq!(s[0].expires_in, std::time::Duration::from_secs(40));
+    assert_eq!(n.w.engine().expire(at(339)), 0);
+    assert_eq!(n.w.engine().expire(at(340)), 1);
+}
+
+#[test]
+fn rfc7857_inbound_rst_does_not_refresh() {
+    let mut n = Nat::new(short_opening_cfg());
+    let h = check(&n.out(tcp(H1, 10000, SRV, 80, SYN, b""), at(0)).unwrap());
+    n.inb(tcp(SRV, 80, PUB, h.sport, RST, b""), at(10)).unwrap();
+    assert_eq!(n.w.engine().sessions(at(10))[0].state, "RESET");
+    assert_eq!(n.w.engine().expire(at(29)), 0);
+    assert_eq!(n.w.engine().expire(at(30)), 1);
+    // Traffic after the RST (it was not accepted) is a live connection again.
+    let mut n = Nat::new(cfg());
+    let h = handshake(&mut n, 10000, 10_000);
+    n.inb(tcp(SRV, 80, PUB, h.sport, RST, b""), at(100))
+        .unwrap();
+    n.out(tcp(H1, 10000, SRV, 80, ACK, b"x"), at(200)).unwrap();
+    assert_eq!(n.w.engine().sessions(at(200))[0].state, "ESTABLISHED");
+    assert_eq!(n.w.engine().expire(at(200 + 7439)), 0);
 }
 
 #[test]

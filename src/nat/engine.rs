@@ -190,6 +190,19 @@ impl Engine {
         self.expired(proto, state, last_seen, now)
     }
 
+    /// The `last_seen` that gives a session hit by a RST now the transitory timer of the `Reset`
+    /// state without ever lengthening its life (RFC 7857 §2.2): its deadline becomes
+    /// min(current deadline, now + transitory). (A deadline less than the transitory time after
+    /// the clock's origin cannot be kept exactly and becomes the transitory time; the gateway's
+    /// engine clock starts at 30 days.)
+    #[inline]
+    fn after_rst(&self, proto: u8, state: u8, last_seen: Time, now: Time) -> Time {
+        let deadline = last_seen + self.timeout(proto, state);
+        let transitory = self.timeout(proto, TcpState::Reset as u8);
+        let back = transitory.as_nanos().min(u64::MAX as u128) as u64;
+        Time::from_nanos(deadline.as_nanos().saturating_sub(back)).min(now)
+    }
+
     #[inline]
     fn expired(&self, proto: u8, state: u8, last_seen: Time, now: Time) -> bool {
         now >= last_seen + self.timeout(proto, state)
@@ -753,13 +766,23 @@ impl Worker {
                 s.pkts_out = 0;
                 s.pkts_in = 0;
                 s.bytes = 0;
+                s.last_seen = now;
             } else if p == proto::TCP {
-                s.state = TcpState::from_u8(s.state)
-                    .map_or(TcpState::initial(Direction::Outbound, fl.tcp_flags), |st| {
-                        st.next(Direction::Outbound, fl.tcp_flags)
-                    }) as u8;
+                if fl.tcp_flags & Tcp::RST != 0 {
+                    // RFC 7857 §2.2: a RST never refreshes (before the state changes).
+                    let kept = e.after_rst(s.proto, s.state, s.last_seen, now);
+                    s.state = TcpState::Reset as u8;
+                    s.last_seen = kept;
+                } else {
+                    s.state = TcpState::from_u8(s.state)
+                        .map_or(TcpState::initial(Direction::Outbound, fl.tcp_flags), |st| {
+                            st.next(Direction::Outbound, fl.tcp_flags)
+                        }) as u8;
+                    s.last_seen = now;
+                }
+            } else {
+                s.last_seen = now;
             }
-            s.last_seen = now;
             s.pkts_out = s.pkts_out.wrapping_add(1);
             s.bytes = s.bytes.wrapping_add(fl.ip_len as u64);
             // The session carries its mapping's public endpoint: no mapping record read.
@@ -859,15 +882,21 @@ impl Worker {
         if let Some(id) = live {
             let refresh = e.live.inbound_refresh();
             let s = sh.sessions.get_mut(id);
-            if p == proto::TCP {
+            let rst = p == proto::TCP && fl.tcp_flags & Tcp::RST != 0;
+            if rst {
+                // RFC 7857 §2.2: a RST never refreshes (before the state changes).
+                s.last_seen = e.after_rst(s.proto, s.state, s.last_seen, now);
+                s.state = TcpState::Reset as u8;
+            } else if p == proto::TCP {
                 let st = TcpState::from_u8(s.state).unwrap_or(TcpState::SynIn);
                 let next = st.next(Direction::Inbound, fl.tcp_flags);
-                if next != st && (next == TcpState::Reset || st == TcpState::Reset) {
+                if next != st && st == TcpState::Reset {
+                    // Traffic after a RST: it was not accepted, the connection lives on.
                     s.last_seen = now;
                 }
                 s.state = next as u8;
             }
-            if refresh {
+            if refresh && !rst {
                 s.last_seen = now;
             }
             s.pkts_in = s.pkts_in.wrapping_add(1);
