@@ -5,6 +5,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rnat::control::host::{self, HostSetup};
 use rnat::control::netlink::{Interface, Watcher};
+use rnat::control::pcp;
 use rnat::datapath::{
     AfPacket, AfPacketOptions, Backend, Fanout, FanoutMode, PnetOptions, PnetPort, Port, RxMode,
 };
@@ -595,7 +596,21 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
     }
     let stop = Arc::new(AtomicBool::new(false));
     let gw_stats = Arc::new(GatewayStats::default());
-    let observer = Observer::new(engine.clone(), gw_stats.clone(), epoch);
+    let mut observer = Observer::new(engine.clone(), gw_stats.clone(), epoch);
+    // PCP/NAT-PMP on the inside address (RFC 6888 REQ-9), before "ready".
+    let pcp_task = if cli.pcp {
+        let at = std::net::SocketAddrV4::new(in_addr.addr, rnat::wire::pcp::SERVER_PORT);
+        let sock = pcp::bind(at).with_context(|| format!("PCP server on {at}"))?;
+        let stats = Arc::new(pcp::PcpStats::default());
+        observer = observer.with_pcp(stats.clone());
+        let responder = pcp::Responder::new(engine.worker(), cli.pcp_max_lifetime, stats);
+        tracing::info!(%at, max_lifetime = cli.pcp_max_lifetime, "serving PCP and NAT-PMP");
+        Some(tokio::spawn(pcp::serve(sock, responder, move || {
+            engine_time(epoch, Instant::now())
+        })))
+    } else {
+        None
+    };
     // The control socket (after the interface locks: they make a socket file left by a dead
     // instance safe to replace) and the metrics listener, both before "ready".
     let (ctl_listener, ctl_file) =
@@ -704,6 +719,9 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
     };
     stop.store(true, Ordering::Relaxed);
     ctl_task.abort();
+    if let Some(t) = pcp_task {
+        t.abort();
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }

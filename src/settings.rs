@@ -158,6 +158,18 @@ pub struct GatewayArgs {
     /// Seconds between snapshot writes (0: only on exit) [default: 60].
     #[arg(long, value_name = "S")]
     pub snapshot_interval: Option<u64>,
+    /// Serve PCP (RFC 6887: MAP, PEER, ANNOUNCE) and NAT-PMP (RFC 6886) on UDP port 5351 of the
+    /// gateway's inside address, so inside hosts can ask for inbound port mappings (off by
+    /// default: it lets any inside host open ports to the outside).
+    #[arg(long, overrides_with = "no_pcp")]
+    pub pcp: bool,
+    /// Do not serve PCP/NAT-PMP (overrides `pcp = true` in the config file).
+    #[arg(long, overrides_with = "pcp")]
+    pub no_pcp: bool,
+    /// Longest lifetime granted to a PCP/NAT-PMP mapping, in seconds (longer requests are
+    /// shortened) [default: 7200].
+    #[arg(long, value_name = "S")]
+    pub pcp_max_lifetime: Option<u32>,
     /// Capture what enters and leaves both interfaces into DIR/<interface>-w<worker>.pcap, for
     /// Wireshark (a debugging aid: it costs a copy per frame).
     #[arg(long, value_name = "DIR")]
@@ -203,6 +215,8 @@ pub struct FileConfig {
     pub snapshot: Option<PathBuf>,
     pub snapshot_interval: Option<u64>,
     pub pcap: Option<PathBuf>,
+    pub pcp: Option<bool>,
+    pub pcp_max_lifetime: Option<u32>,
 }
 
 impl FileConfig {
@@ -262,6 +276,10 @@ pub struct Settings {
     pub snapshot_interval: u64,
     /// `--pcap`: capture directory.
     pub pcap: Option<PathBuf>,
+    /// Serve PCP and NAT-PMP on the inside address.
+    pub pcp: bool,
+    /// Longest PCP/NAT-PMP mapping lifetime, seconds.
+    pub pcp_max_lifetime: u32,
 }
 
 fn parse_opt<T: std::str::FromStr<Err = String>>(
@@ -404,7 +422,19 @@ impl Settings {
             snapshot: a.snapshot.clone().or_else(|| f.snapshot.clone()),
             pcap: a.pcap.clone().or_else(|| f.pcap.clone()),
             snapshot_interval: a.snapshot_interval.or(f.snapshot_interval).unwrap_or(60),
+            pcp: if a.pcp || a.no_pcp {
+                a.pcp
+            } else {
+                f.pcp.unwrap_or(false)
+            },
+            pcp_max_lifetime: a
+                .pcp_max_lifetime
+                .or(f.pcp_max_lifetime)
+                .unwrap_or(7200),
         };
+        if s.pcp_max_lifetime == 0 {
+            bail!("--pcp-max-lifetime must be at least 1 second");
+        }
         if s.inside == s.outside {
             bail!("--inside and --outside must be different interfaces");
         }
@@ -435,7 +465,8 @@ impl Settings {
             max_sessions_per_subscriber => "max-sessions-per-subscriber",
             reserve_ports => "no-reserve-ports", run_dir => "run-dir",
             log_format => "log-format", metrics_listen => "metrics-listen",
-            snapshot => "snapshot", snapshot_interval => "snapshot-interval", pcap => "pcap",
+            snapshot => "snapshot", snapshot_interval => "snapshot-interval", pcap => "pcap", pcp => "pcp",
+            pcp_max_lifetime => "pcp-max-lifetime",
         );
         v
     }
@@ -485,6 +516,23 @@ mod tests {
         let bad = FileConfig::parse("inside = \"a\"\noutside = \"b\"\nunsolicited-syn = \"rst\"\n")
             .unwrap();
         assert!(Settings::merge(&args(&[]), &bad).is_err());
+    }
+
+    #[test]
+    fn pcp_is_off_by_default_and_flags_beat_the_file() {
+        let base = "inside = \"a\"\noutside = \"b\"\n";
+        let none = FileConfig::parse(base).unwrap();
+        let on = FileConfig::parse(&format!("{base}pcp = true\npcp-max-lifetime = 600\n")).unwrap();
+        let s = Settings::merge(&args(&[]), &none).unwrap();
+        assert_eq!((s.pcp, s.pcp_max_lifetime), (false, 7200));
+        let s = Settings::merge(&args(&[]), &on).unwrap();
+        assert_eq!((s.pcp, s.pcp_max_lifetime), (true, 600));
+        assert!(!Settings::merge(&args(&["--no-pcp"]), &on).unwrap().pcp);
+        assert!(Settings::merge(&args(&["--pcp"]), &none).unwrap().pcp);
+        assert!(!Settings::merge(&args(&["--pcp", "--no-pcp"]), &none).unwrap().pcp);
+        let s = Settings::merge(&args(&["--pcp-max-lifetime", "60"]), &on).unwrap();
+        assert_eq!(s.pcp_max_lifetime, 60);
+        assert!(Settings::merge(&args(&["--pcp-max-lifetime", "0"]), &on).is_err());
     }
 
     #[test]

@@ -33,3 +33,4 @@
 
 pub mod host;
 pub mod netlink;
+pub mod pcp;

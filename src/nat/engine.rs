@@ -86,6 +86,8 @@ pub struct Engine {
     /// Unsolicited inbound SYNs waiting out the hold time (RFC 5382 REQ-4). Shared because the
     /// outbound SYN that cancels one may reach any worker.
     pub(super) syn_hold: SynHold,
+    /// Lifetimes of the explicit (PCP/NAT-PMP) mappings; control plane only.
+    pub(super) explicit: Mutex<super::portmap::Explicit>,
 }
 
 /// A datapath thread's handle on the engine, with its own counters.
@@ -140,6 +142,7 @@ impl Engine {
             live: super::live::Live::new(&cfg),
             syn_hold: SynHold::new(cfg.syn_hold_capacity, table.seed),
             forwards: Mutex::new(cfg.forwards.clone()),
+            explicit: Mutex::default(),
             cfg,
             class_ranges,
             class_total,
@@ -260,9 +263,11 @@ impl Engine {
     }
 
     /// Removes every session idle past its timeout, ending mappings left without sessions (their
-    /// ports then rest for the cool-down). Returns how many sessions were removed. Called by the
+    /// ports then rest for the cool-down), and unpins explicit mappings whose lifetime is over
+    /// (see `portmap`). Returns how many sessions were removed. Called by the
     /// control plane about once a second; lookups already treat expired sessions as gone.
     pub fn expire(&self, now: Time) -> usize {
+        self.expire_explicit(now);
         let seed = self.table.seed;
         let mut removed = 0;
         for shard in self.table.shards.iter() {
@@ -347,7 +352,7 @@ impl Engine {
     }
 
     /// Chooses and claims a public port for a new mapping (RFC 4787 REQ-3/3a/4, RFC 6056).
-    fn claim_port(
+    pub(super) fn claim_port(
         &self,
         sh: &mut Shard,
         pub_idx: u8,

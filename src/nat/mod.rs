@@ -10,6 +10,7 @@ mod hairpin;
 mod icmp;
 mod index;
 mod live;
+mod portmap;
 pub mod snapshot;
 mod stats;
 mod synhold;
@@ -22,6 +23,7 @@ pub use config::{
 };
 pub use engine::{Engine, FrameMeta, SessionInfo, Verdict, Worker};
 pub use live::Reconfigured;
+pub use portmap::{EXPLICIT_PER_SUBSCRIBER, MapError, MapGrant, MapRequest, MappingInfo};
 pub use snapshot::{RestoreReport, SnapshotError};
 pub use stats::{DropReason, Stats};
 

@@ -42,6 +42,7 @@
 //! process. A restored session's `last_seen` is `now - idle` (clamped at the engine's time zero).
 
 use super::engine::Quota;
+use super::portmap::M_PCP;
 use super::table::{F_INBOUND_CREATED, M_STATIC, map_hash, owner_word};
 use super::tcp::TcpState;
 use super::{Engine, Proto, Time};
@@ -276,7 +277,10 @@ impl Engine {
                 out.push(s.proto);
                 out.push(s.state);
                 out.push(s.flags & F_INBOUND_CREATED);
-                out.push((m.flags & M_STATIC) as u8);
+                // An explicit (PCP) mapping's session is written as an ordinary one: the client
+                // re-creates the mapping after the restart (the PCP epoch starts again).
+                let forward = m.flags & M_STATIC != 0 && m.flags & M_PCP == 0;
+                out.push(forward as u8);
                 out.extend_from_slice(&s.in_ip.to_be_bytes());
                 out.extend_from_slice(&s.in_port.to_be_bytes());
                 out.extend_from_slice(&u32::from(*public).to_be_bytes());

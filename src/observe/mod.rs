@@ -31,6 +31,8 @@ pub struct Observer {
     pub gateway: Arc<GatewayStats>,
     /// The engine's clock epoch.
     pub epoch: Instant,
+    /// The PCP/NAT-PMP server's counters, when it runs.
+    pub pcp: Option<Arc<crate::control::pcp::PcpStats>>,
 }
 
 /// One session, as `rnat sessions --json` prints it.
@@ -161,6 +163,9 @@ pub struct StatsReport {
     /// Public ports by public address, then protocol.
     pub ports: BTreeMap<String, BTreeMap<String, PortUse>>,
     pub gateway: GatewayCounters,
+    /// The PCP/NAT-PMP server, when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcp: Option<crate::control::pcp::PcpReport>,
 }
 
 const PROTOS: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Icmp];
@@ -171,7 +176,14 @@ impl Observer {
             engine,
             gateway,
             epoch,
+            pcp: None,
         }
+    }
+
+    /// Reports the PCP server's counters too.
+    pub fn with_pcp(mut self, stats: Arc<crate::control::pcp::PcpStats>) -> Self {
+        self.pcp = Some(stats);
+        self
     }
 
     /// The engine's current time.
@@ -179,12 +191,33 @@ impl Observer {
         engine_time(self.epoch, Instant::now())
     }
 
-    /// The sessions matching `f`, sorted by protocol, inside and remote endpoint.
+    /// The sessions matching `f`, sorted by protocol, inside and remote endpoint. Explicit
+    /// (PCP/NAT-PMP) mappings are listed too, as rows with state `PCP`, remote `0.0.0.0:0` and
+    /// the mapping's remaining lifetime.
     pub fn sessions(&self, f: &SessionFilter) -> Vec<SessionRow> {
+        let now = self.now();
+        let explicit = self
+            .engine
+            .explicit_mappings(now)
+            .into_iter()
+            .map(|m| SessionInfo {
+                proto: m.proto,
+                inside: m.inside,
+                public: m.public,
+                remote: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                state: "PCP",
+                idle: std::time::Duration::ZERO,
+                expires_in: m.expires_in,
+                pkts_out: 0,
+                pkts_in: 0,
+                bytes: 0,
+                inbound_created: false,
+            });
         let mut v: Vec<SessionInfo> = self
             .engine
-            .sessions(self.now())
+            .sessions(now)
             .into_iter()
+            .chain(explicit)
             .filter(|s| f.matches(s))
             .collect();
         v.sort_by_key(|s| (s.proto as u8, s.inside, s.remote));
@@ -209,6 +242,10 @@ impl Observer {
                 .entry(x.state.into())
                 .or_default() += 1;
             mappings.insert((x.proto as u8, x.public));
+        }
+        let explicit = self.engine.explicit_mappings(self.now());
+        for m in &explicit {
+            mappings.insert((m.proto as u8, m.public));
         }
         let capacity: u64 = cfg.port_ranges.iter().map(|r| r.len() as u64).sum();
         let mut ports: BTreeMap<String, BTreeMap<String, PortUse>> = BTreeMap::new();
@@ -267,6 +304,7 @@ impl Observer {
                 tx_errors: ld(&g.tx_errors),
                 replies_sent: ld(&g.replies_sent),
             },
+            pcp: self.pcp.as_ref().map(|p| p.report(explicit.len() as u64)),
         }
     }
 }
@@ -356,6 +394,26 @@ pub fn format_stats(r: &StatsReport) -> String {
         if drops.is_empty() { "" } else { ": " },
         drops.join(", ")
     );
+    if let Some(p) = &r.pcp {
+        let nz = |m: &BTreeMap<String, u64>| {
+            let v: Vec<String> = m
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            if v.is_empty() { "-".into() } else { v.join(", ") }
+        };
+        let _ = writeln!(
+            o,
+            "pcp               {} mappings; requests: {}; pcp results: {}; nat-pmp results: {}; \
+             ignored {}",
+            p.mappings,
+            nz(&p.requests),
+            nz(&p.pcp_results),
+            nz(&p.natpmp_results),
+            p.ignored
+        );
+    }
     let g = &r.gateway;
     let _ = writeln!(
         o,
@@ -486,6 +544,41 @@ pub fn format_prometheus(r: &StatsReport) -> String {
         "Public ports in rnat's ranges, by public address and protocol.",
         &cap,
     );
+    if let Some(p) = &r.pcp {
+        let kinds: Vec<(String, u64)> = p
+            .requests
+            .iter()
+            .map(|(k, v)| (format!("kind=\"{k}\""), *v))
+            .collect();
+        metric(
+            "rnat_pcp_requests_total",
+            "counter",
+            "PCP and NAT-PMP requests, by kind.",
+            &kinds,
+        );
+        let mut results: Vec<(String, u64)> = p
+            .pcp_results
+            .iter()
+            .map(|(k, v)| (format!("protocol=\"pcp\",result=\"{k}\""), *v))
+            .collect();
+        results.extend(
+            p.natpmp_results
+                .iter()
+                .map(|(k, v)| (format!("protocol=\"natpmp\",result=\"{k}\""), *v)),
+        );
+        metric(
+            "rnat_pcp_responses_total",
+            "counter",
+            "PCP and NAT-PMP responses, by protocol and result code.",
+            &results,
+        );
+        metric(
+            "rnat_pcp_mappings",
+            "gauge",
+            "Live explicit (PCP/NAT-PMP) mappings.",
+            &one(p.mappings),
+        );
+    }
     let g = &r.gateway;
     for (name, v, help) in [
         (

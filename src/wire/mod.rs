@@ -15,6 +15,7 @@ pub(crate) mod bytes;
 pub mod checksum;
 pub mod frag;
 pub mod offload;
+pub mod pcp;
 mod views;
 
 pub use views::*;
