@@ -427,10 +427,7 @@ impl Settings {
             } else {
                 f.pcp.unwrap_or(false)
             },
-            pcp_max_lifetime: a
-                .pcp_max_lifetime
-                .or(f.pcp_max_lifetime)
-                .unwrap_or(7200),
+            pcp_max_lifetime: a.pcp_max_lifetime.or(f.pcp_max_lifetime).unwrap_or(7200),
         };
         if s.pcp_max_lifetime == 0 {
             bail!("--pcp-max-lifetime must be at least 1 second");
@@ -529,7 +526,11 @@ mod tests {
         assert_eq!((s.pcp, s.pcp_max_lifetime), (true, 600));
         assert!(!Settings::merge(&args(&["--no-pcp"]), &on).unwrap().pcp);
         assert!(Settings::merge(&args(&["--pcp"]), &none).unwrap().pcp);
-        assert!(!Settings::merge(&args(&["--pcp", "--no-pcp"]), &none).unwrap().pcp);
+        assert!(
+            !Settings::merge(&args(&["--pcp", "--no-pcp"]), &none)
+                .unwrap()
+                .pcp
+        );
         let s = Settings::merge(&args(&["--pcp-max-lifetime", "60"]), &on).unwrap();
         assert_eq!(s.pcp_max_lifetime, 60);
         assert!(Settings::merge(&args(&["--pcp-max-lifetime", "0"]), &on).is_err());

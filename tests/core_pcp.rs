@@ -60,7 +60,11 @@ fn rfc6888_req9_map_opens_an_inbound_port_to_any_remote() {
     let w = e.worker();
     let g = e.map(&req(Proto::Tcp, H1, 8080, 0, 600), at(1)).unwrap();
     assert_eq!(*g.public.ip(), Ipv4Addr::from(PUB));
-    assert_eq!(g.public.port(), 8080, "the inside port is preserved when free");
+    assert_eq!(
+        g.public.port(),
+        8080,
+        "the inside port is preserved when free"
+    );
     assert_eq!(g.lifetime, Duration::from_secs(600));
     // Default filtering is address- and port-dependent; the explicit mapping is open to anyone.
     for (remote, sport) in [(SRV, 40000u16), (SRV2, 50000)] {
@@ -85,16 +89,24 @@ fn rfc6888_req9_renew_keeps_the_port_and_a_dynamic_mapping_is_reused() {
     let e = engine(0);
     let w = e.worker();
     let first = e.map(&req(Proto::Udp, H1, 5000, 0, 60), at(1)).unwrap();
-    let again = e.map(&req(Proto::Udp, H1, 5000, 7777, 120), at(30)).unwrap();
+    let again = e
+        .map(&req(Proto::Udp, H1, 5000, 7777, 120), at(30))
+        .unwrap();
     assert_eq!(again.public, first.public, "renewal: same port");
-    assert_eq!(e.explicit_mappings(at(30))[0].expires_in, Duration::from_secs(120));
+    assert_eq!(
+        e.explicit_mappings(at(30))[0].expires_in,
+        Duration::from_secs(120)
+    );
     // An endpoint that already has a dynamic mapping gets that mapping's port (RFC 4787 REQ-1).
     let mut out = udp(H2, 6000, SRV, 53, b"q");
     let mut taken = udp(H1, 6000, SRV, 53, b"q");
     assert_eq!(run(&w, Outbound, &mut taken, 1), Verdict::Forward);
     assert_eq!(run(&w, Outbound, &mut out, 1), Verdict::Forward);
     let dynamic = check(&out).sport;
-    assert_ne!(dynamic, 6000, "h1 holds public port 6000, so h2 got another");
+    assert_ne!(
+        dynamic, 6000,
+        "h1 holds public port 6000, so h2 got another"
+    );
     let g = e.map(&req(Proto::Udp, H2, 6000, 0, 1000), at(2)).unwrap();
     assert_eq!(g.public.port(), dynamic);
     // Now open to everyone (not only to SRV), and kept after its session ends.
@@ -115,7 +127,11 @@ fn rfc6888_req9_suggested_port_honoured_or_refused() {
     let e = engine(0);
     let w = e.worker();
     let g = e.map(&req(Proto::Tcp, H1, 22, 2222, 60), at(1)).unwrap();
-    assert_eq!(g.public.port(), 2222, "a free suggested port in the ranges is honoured");
+    assert_eq!(
+        g.public.port(),
+        2222,
+        "a free suggested port in the ranges is honoured"
+    );
     // Suggested port taken by h1: h2 gets another one in the ranges ...
     let g2 = e.map(&req(Proto::Tcp, H2, 22, 2222, 60), at(1)).unwrap();
     assert_ne!(g2.public.port(), 2222);
@@ -125,7 +141,9 @@ fn rfc6888_req9_suggested_port_honoured_or_refused() {
     r.prefer_failure = true;
     assert_eq!(e.map(&r, at(1)), Err(MapError::CannotProvideExternal));
     // A suggested port outside rnat's ranges (80 is the kernel's) is not given.
-    let g3 = e.map(&req(Proto::Tcp, [192, 168, 1, 5], 80, 80, 60), at(1)).unwrap();
+    let g3 = e
+        .map(&req(Proto::Tcp, [192, 168, 1, 5], 80, 80, 60), at(1))
+        .unwrap();
     assert_ne!(g3.public.port(), 80);
     // Another public address than the subscriber's paired one cannot be provided.
     let mut r = req(Proto::Tcp, [192, 168, 1, 6], 22, 0, 60);
@@ -162,10 +180,16 @@ fn rfc6888_req9_quota_and_authorization() {
     e.map(&req(Proto::Udp, H1, 1003, 0, 60), at(2)).unwrap();
     // Not an inside host, the gateway itself, ICMP, port 0.
     for (r, want) in [
-        (req(Proto::Udp, [10, 0, 0, 1], 1, 0, 60), MapError::NotAuthorized),
+        (
+            req(Proto::Udp, [10, 0, 0, 1], 1, 0, 60),
+            MapError::NotAuthorized,
+        ),
         (req(Proto::Udp, GW_IN, 1, 0, 60), MapError::NotAuthorized),
         (req(Proto::Udp, H2, 0, 0, 60), MapError::NotAuthorized),
-        (req(Proto::Icmp, H2, 1, 0, 60), MapError::UnsupportedProtocol),
+        (
+            req(Proto::Icmp, H2, 1, 0, 60),
+            MapError::UnsupportedProtocol,
+        ),
     ] {
         assert_eq!(e.map(&r, at(3)), Err(want), "{r:?}");
     }
@@ -200,10 +224,17 @@ fn rfc6888_req9_lifetime_expires_on_the_virtual_clock() {
     // The session ends at its own idle timeout; the mapping lives until second 110.
     e.expire(at(110));
     assert_eq!(e.explicit_count(), 0);
-    assert_eq!(e.mapping_count(), 1, "still has a live session: ordinary now");
+    assert_eq!(
+        e.mapping_count(),
+        1,
+        "still has a live session: ordinary now"
+    );
     // Ordinary again: filtered for a stranger (address- and port-dependent by default).
     let mut stranger = udp(SRV2, 7, PUB, port, b"x");
-    assert!(matches!(run(&w, Inbound, &mut stranger, 111), Verdict::Drop(_)));
+    assert!(matches!(
+        run(&w, Inbound, &mut stranger, 111),
+        Verdict::Drop(_)
+    ));
     e.expire(at(109 + 400));
     assert_eq!(e.mapping_count(), 0, "gone with its last session");
     // A mapping without sessions ends at once, and its port rests for the cool-down.
@@ -211,9 +242,19 @@ fn rfc6888_req9_lifetime_expires_on_the_virtual_clock() {
     e.expire(at(1005));
     assert_eq!((e.explicit_count(), e.mapping_count()), (0, 0));
     let mut late = udp(SRV, 7, PUB, g.public.port(), b"x");
-    assert!(matches!(run(&w, Inbound, &mut late, 1006), Verdict::Drop(_)));
-    let again = e.map(&req(Proto::Udp, [192, 168, 1, 9], 1, g.public.port(), 5), at(1006));
-    assert_ne!(again.unwrap().public.port(), g.public.port(), "cooling down");
+    assert!(matches!(
+        run(&w, Inbound, &mut late, 1006),
+        Verdict::Drop(_)
+    ));
+    let again = e.map(
+        &req(Proto::Udp, [192, 168, 1, 9], 1, g.public.port(), 5),
+        at(1006),
+    );
+    assert_ne!(
+        again.unwrap().public.port(),
+        g.public.port(),
+        "cooling down"
+    );
 }
 
 #[test]
@@ -290,7 +331,10 @@ fn rfc6887_peer_creates_and_refreshes_a_session() {
         (SocketAddrV4::new([10, 9, 9, 9].into(), 1), remote),
     ];
     for (i, r) in bad {
-        assert_eq!(w.peer(Proto::Udp, i, r, at(402)), Err(MapError::NotAuthorized));
+        assert_eq!(
+            w.peer(Proto::Udp, i, r, at(402)),
+            Err(MapError::NotAuthorized)
+        );
     }
 }
 
@@ -308,6 +352,8 @@ fn rfc6888_req9_sessions_of_an_explicit_mapping_survive_a_snapshot() {
     // The session comes back on the same public port; the explicit mapping itself is for the
     // client to re-create (PCP epoch), and re-creating it gives the same port.
     assert_eq!(fresh.explicit_count(), 0);
-    let again = fresh.map(&req(Proto::Udp, H1, 5353, 0, 600), at(4)).unwrap();
+    let again = fresh
+        .map(&req(Proto::Udp, H1, 5353, 0, 600), at(4))
+        .unwrap();
     assert_eq!(again.public, g.public);
 }

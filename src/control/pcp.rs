@@ -364,3 +364,128 @@ pub async fn serve(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nat::{Config, Prefix};
+    use crate::wire::pcp::{natpmp_mapping, natpmp_public_address, opcode};
+
+    const H1: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 2);
+    const PUBLIC: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+
+    fn responder(max_lifetime: u32) -> Responder {
+        let e = Engine::new(Config {
+            public_addrs: vec![PUBLIC],
+            inside_prefixes: vec!["192.168.1.0/24".parse::<Prefix>().unwrap()],
+            inside_addr: Some(Ipv4Addr::new(192, 168, 1, 1)),
+            max_sessions: 1024,
+            shards: 2,
+            ..Config::default()
+        })
+        .unwrap();
+        Responder::new(e.worker(), max_lifetime, Arc::new(PcpStats::default()))
+    }
+
+    fn map_req(client: Ipv4Addr, proto: u8, iport: u16, eport: u16, life: u32) -> Vec<u8> {
+        let mut b = vec![2, opcode::MAP, 0, 0];
+        b.extend_from_slice(&life.to_be_bytes());
+        b.extend_from_slice(&v4_mapped(client).octets());
+        b.extend_from_slice(&[9; 12]);
+        b.extend_from_slice(&[proto, 0, 0, 0]);
+        b.extend_from_slice(&iport.to_be_bytes());
+        b.extend_from_slice(&eport.to_be_bytes());
+        b.extend_from_slice(&[0; 16]);
+        b
+    }
+
+    fn from(ip: Ipv4Addr) -> SocketAddrV4 {
+        SocketAddrV4::new(ip, 40000)
+    }
+
+    #[test]
+    fn rfc6886_natpmp_address_map_delete() {
+        let r = responder(3600);
+        let now = Time::from_secs(5);
+        assert_eq!(
+            r.handle(from(H1), &[0, 0], now, 7).unwrap(),
+            natpmp_public_address(0, 7, PUBLIC)
+        );
+        // UDP 5000 -> suggested 6000, lifetime longer than the maximum.
+        let req = [0, 1, 0, 0, 0x13, 0x88, 0x17, 0x70, 0, 1, 0, 0];
+        assert_eq!(
+            r.handle(from(H1), &req, now, 7).unwrap(),
+            natpmp_mapping(false, 0, 7, 5000, 6000, 3600)
+        );
+        assert_eq!(r.engine().explicit_count(), 1);
+        // Delete all UDP mappings of h1: internal port and lifetime 0.
+        let del = [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            r.handle(from(H1), &del, now, 8).unwrap(),
+            natpmp_mapping(false, 0, 8, 0, 0, 0)
+        );
+        assert_eq!(r.engine().explicit_count(), 0);
+        // Not an inside host: refused.
+        let out = r.handle(from(Ipv4Addr::new(10, 1, 1, 1)), &req, now, 8);
+        assert_eq!(out.unwrap(), natpmp_mapping(false, 2, 8, 5000, 0, 0));
+        // Unknown opcode, truncated request, a response.
+        assert_eq!(
+            r.handle(from(H1), &[0, 9], now, 8).unwrap(),
+            pcp::natpmp_error(9, 5, 8)
+        );
+        assert_eq!(r.handle(from(H1), &req[..8], now, 8), None);
+        assert_eq!(r.handle(from(H1), &[0, 128], now, 8), None);
+        let rep = r.stats.report(0);
+        assert_eq!(rep.natpmp_results["success"], 3);
+        assert_eq!(rep.natpmp_results["not_authorized"], 1);
+        assert_eq!(rep.natpmp_results["unsupp_opcode"], 1);
+        assert_eq!(rep.ignored, 2);
+    }
+
+    #[test]
+    fn rfc6887_map_success_and_result_codes() {
+        let r = responder(7200);
+        let now = Time::from_secs(5);
+        let req = map_req(H1, 6, 8080, 0, 100_000);
+        let out = r.handle(from(H1), &req, now, 3).unwrap();
+        assert_eq!(out.len(), 60);
+        assert_eq!(&out[..4], &[2, 0x81, 0, 0]);
+        assert_eq!(u32::from_be_bytes(out[4..8].try_into().unwrap()), 7200);
+        assert_eq!(u32::from_be_bytes(out[8..12].try_into().unwrap()), 3);
+        assert_eq!(&out[24..36], &[9; 12]);
+        assert_eq!(u16::from_be_bytes([out[42], out[43]]), 8080);
+        assert_eq!(&out[44..60], &v4_mapped(PUBLIC).octets());
+        // Another nonce for the same mapping: NOT_AUTHORIZED.
+        let mut other = req.clone();
+        other[24] = 1;
+        assert_eq!(r.handle(from(H1), &other, now, 3).unwrap()[3], 2);
+        let code = |src: Ipv4Addr, b: &[u8]| r.handle(from(src), b, now, 3).unwrap()[3];
+        let h2 = Ipv4Addr::new(192, 168, 1, 3);
+        assert_eq!(code(h2, &req), ResultCode::AddressMismatch as u8);
+        let outsider = Ipv4Addr::new(10, 0, 0, 9);
+        assert_eq!(
+            code(outsider, &map_req(outsider, 6, 1, 0, 60)),
+            ResultCode::NotAuthorized as u8
+        );
+        assert_eq!(
+            code(H1, &map_req(H1, 1, 1, 0, 60)),
+            ResultCode::UnsuppProtocol as u8
+        );
+        assert_eq!(
+            code(H1, &map_req(H1, 0, 0, 0, 60)),
+            ResultCode::UnsuppProtocol as u8
+        );
+        assert_eq!(
+            code(H1, &map_req(H1, 6, 0, 0, 60)),
+            ResultCode::NotAuthorized as u8
+        );
+        assert_eq!(code(H1, &req[..40]), ResultCode::MalformedRequest as u8);
+        // Protocol 0, port 0, lifetime 0: delete all of h1's mappings.
+        assert_eq!(code(H1, &map_req(H1, 0, 0, 0, 0)), 0);
+        assert_eq!(r.engine().explicit_count(), 0);
+        let rep = r.stats.report(0);
+        assert_eq!(rep.requests["pcp_map"], 8);
+        assert_eq!(rep.requests["pcp_refused"], 1);
+        assert_eq!(rep.pcp_results["success"], 2);
+    }
+}

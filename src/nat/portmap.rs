@@ -335,7 +335,9 @@ impl Engine {
             sh.drop_empty_mapping(self.table.seed, mid);
             if let Some(proto) = Proto::from_ip(m.proto) {
                 let until = (now + self.live.cooldown()).secs_u32().saturating_add(1);
-                self.table.ports.release(m.pub_idx, proto, m.pub_port, until);
+                self.table
+                    .ports
+                    .release(m.pub_idx, proto, m.pub_port, until);
             }
             self.quota_give(m.in_ip, Quota::Port);
         }

@@ -401,7 +401,11 @@ pub fn format_stats(r: &StatsReport) -> String {
                 .filter(|(_, n)| **n > 0)
                 .map(|(k, n)| format!("{k} {n}"))
                 .collect();
-            if v.is_empty() { "-".into() } else { v.join(", ") }
+            if v.is_empty() {
+                "-".into()
+            } else {
+                v.join(", ")
+            }
         };
         let _ = writeln!(
             o,
