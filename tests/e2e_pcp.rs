@@ -237,23 +237,30 @@ fn e2e_rfc6887_pcp_map_peer_announce_and_errors() {
     assert_eq!(m["external_addr"], GW_PUBLIC_IP);
     let port = m["external_port"].as_u64().unwrap() as u16;
     assert_eq!(port, 19000, "the suggested port was free");
-    // srv reaches the inside UDP service.
-    let out = lab.exec_input(
-        "srv",
-        &[
-            "socat",
-            "-t",
-            "2",
-            "-",
-            &format!("UDP4:{GW_PUBLIC_IP}:{port}"),
-        ],
-        b"ping\n",
-        Duration::from_secs(10),
-    );
+    // srv reaches the inside UDP service (a retry covers a first datagram dropped while rnat
+    // resolves h1's MAC).
+    let mut got = String::new();
+    for _ in 0..3 {
+        let out = lab.exec_input(
+            "srv",
+            &[
+                "socat",
+                "-t",
+                "2",
+                "-",
+                &format!("UDP4:{GW_PUBLIC_IP}:{port}"),
+            ],
+            b"ping\n",
+            Duration::from_secs(10),
+        );
+        got = output_text(&out);
+        if String::from_utf8_lossy(&out.stdout).contains("inside-udp-echo") {
+            break;
+        }
+    }
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("inside-udp-echo"),
-        "srv -> {GW_PUBLIC_IP}:{port}: {}\n{}",
-        output_text(&out),
+        got.contains("inside-udp-echo"),
+        "srv -> {GW_PUBLIC_IP}:{port}: {got}\n{}",
         rnat.stderr()
     );
     let rows = sessions(&lab, &rnat);
