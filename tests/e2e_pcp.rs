@@ -110,7 +110,9 @@ fn e2e_rfc6886_natpmpc_maps_a_port_reachable_from_outside() {
         &[
             "socat",
             "TCP4-LISTEN:8000,reuseaddr,fork",
-            "SYSTEM:echo inside-server-says-hi",
+            // Reads the client's line first: closing with unread data would send a RST, and
+            // the RST can overtake the answer at the client.
+            "SYSTEM:read line; echo inside-server-says-hi",
         ],
     );
     lab.wait_listening("h1", "tcp", 8000, Duration::from_secs(5));
@@ -138,8 +140,10 @@ fn e2e_rfc6886_natpmpc_maps_a_port_reachable_from_outside() {
     let reply = tcp_from_srv(&lab, 18000);
     assert!(
         reply.contains("inside-server-says-hi"),
-        "srv -> {GW_PUBLIC_IP}:18000: {reply:?}\n{}",
-        rnat.stderr()
+        "srv -> {GW_PUBLIC_IP}:18000: {reply:?}\n{}\n{}\n{:#?}",
+        rnat.stderr(),
+        output_text(&lab.rnat_client(&rnat, &["stats"])),
+        sessions(&lab, &rnat)
     );
     // rnat sessions lists the mapping (state PCP) and the session srv opened through it.
     let rows = sessions(&lab, &rnat);
