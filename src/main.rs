@@ -307,8 +307,12 @@ fn link_of(i: &Interface, addr: Ipv4Addr) -> Result<Link> {
     })
 }
 
-/// Datapath threads for `--workers N` (0: one per CPU, at most 8); the pnet backend runs one.
+/// Datapath threads for `--workers N` (0: one per CPU, at most 8); the pnet backend runs one;
+/// the xdp backend one per receive queue it binds (worker i: queue i), one unless asked.
 fn worker_count(requested: usize, backend: Backend) -> usize {
+    if backend == Backend::Xdp {
+        return requested.clamp(1, 64);
+    }
     if backend == Backend::Pnet {
         if requested > 1 {
             tracing::warn!("the pnet backend runs one datapath thread; --workers ignored");
@@ -332,14 +336,69 @@ fn fanout_groups() -> (u16, u16) {
     (base, base | 1)
 }
 
+/// The XDP programs of `--backend xdp` (inside, outside), attached before any socket opens.
+#[cfg(feature = "xdp")]
+struct XdpSides(rnat::datapath::XdpAttachment, rnat::datapath::XdpAttachment);
+#[cfg(not(feature = "xdp"))]
+struct XdpSides;
+
+/// Attaches the XDP programs for `--backend xdp`, or says why it cannot.
+#[cfg(feature = "xdp")]
+fn xdp_attach(setup: &HostSetup, workers: usize) -> Result<XdpSides> {
+    use rnat::datapath::{Role, XdpAttachment, XdpMode};
+    let attach = |ifname: &str, role| {
+        let a = XdpAttachment::attach(ifname, &setup.xdp_rules(role), workers as u32, XdpMode::Auto)
+            .with_context(|| {
+                format!(
+                    "cannot attach rnat's XDP program to {ifname} (--backend xdp needs Linux >= 5.9 \
+                     with BPF and AF_XDP, and CAP_BPF/CAP_NET_ADMIN); run with --backend af_packet instead"
+                )
+            })?;
+        tracing::info!(interface = ifname, mode = ?a.mode(), "XDP program attached");
+        Ok::<_, anyhow::Error>(a)
+    };
+    Ok(XdpSides(
+        attach(&setup.inside, Role::Inside)?,
+        attach(&setup.outside, Role::Outside)?,
+    ))
+}
+
+#[cfg(not(feature = "xdp"))]
+fn xdp_attach(_: &HostSetup, _: usize) -> Result<XdpSides> {
+    bail!(
+        "--backend xdp: this rnat was built without the `xdp` cargo feature; rebuild with \
+         `cargo build --release --features xdp`, or run with --backend af_packet"
+    )
+}
+
 fn open_port(
     backend: Backend,
     rx_mode: RxMode,
     ifname: &str,
     mtu: usize,
     fanout: Option<(u16, usize)>,
+    xdp: Option<(&XdpSides, bool, usize)>,
 ) -> Result<Box<dyn Port>> {
     let port: Box<dyn Port> = match backend {
+        #[cfg(feature = "xdp")]
+        Backend::Xdp => {
+            let (sides, inside, queue) = xdp.context("XDP programs not attached")?;
+            let att = if inside { &sides.0 } else { &sides.1 };
+            let opts = rnat::datapath::XdpOptions {
+                queue: queue as u32,
+                ..Default::default()
+            };
+            Box::new(
+                rnat::datapath::XdpPort::open(ifname, att, &opts).with_context(|| {
+                    format!("cannot open {ifname} queue {queue} (AF_XDP); run with --backend af_packet instead")
+                })?,
+            )
+        }
+        #[cfg(not(feature = "xdp"))]
+        Backend::Xdp => {
+            let _ = xdp;
+            bail!("--backend xdp: this rnat was built without the `xdp` cargo feature")
+        }
         Backend::AfPacket => {
             let mut opts = AfPacketOptions {
                 rx_mode,
@@ -377,6 +436,10 @@ fn open_port(
 }
 
 fn run(args: GatewayArgs, cli: Settings, log: Option<LogHandle>) -> Result<ExitCode> {
+    if cli.backend == Backend::Xdp && !rnat::datapath::XDP_BUILT {
+        // Said before anything is set up; no silent fallback to another datapath.
+        xdp_attach(&HostSetup::new(&cli.inside, &cli.outside), 1)?;
+    }
     host::check_privileges()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -568,26 +631,38 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
     // of a flow finds its session on whichever worker receives it.
     let workers = worker_count(cli.workers, cli.backend);
     let (in_group, out_group) = fanout_groups();
-    let mut ports = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let fo = |g| (workers > 1).then_some((g, workers));
-        ports.push((
-            open_port(
-                cli.backend,
-                cli.rx_mode,
-                &cli.inside,
-                inside.mtu,
-                fo(in_group),
-            )?,
-            open_port(
-                cli.backend,
-                cli.rx_mode,
-                &cli.outside,
-                outside.mtu,
-                fo(out_group),
-            )?,
-        ));
-    }
+    // --backend xdp: one program per interface (detached when the last port closes, or by the
+    // kernel when rnat dies), one socket per (interface, queue), worker i on queue i. The ports
+    // hold their programs; the attachments themselves end with this block.
+    let ports = {
+        let xdp = match cli.backend {
+            Backend::Xdp => Some(xdp_attach(&setup, workers)?),
+            _ => None,
+        };
+        let mut ports = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let fo = |g| (workers > 1 && cli.backend != Backend::Xdp).then_some((g, workers));
+            ports.push((
+                open_port(
+                    cli.backend,
+                    cli.rx_mode,
+                    &cli.inside,
+                    inside.mtu,
+                    fo(in_group),
+                    xdp.as_ref().map(|x| (x, true, w)),
+                )?,
+                open_port(
+                    cli.backend,
+                    cli.rx_mode,
+                    &cli.outside,
+                    outside.mtu,
+                    fo(out_group),
+                    xdp.as_ref().map(|x| (x, false, w)),
+                )?,
+            ));
+        }
+        ports
+    };
     let epoch = Instant::now();
     // The previous run's sessions, before any datapath thread starts.
     let mut snapshot = (cli.snapshot.clone()).map(|p| SnapshotFile::new(p, cli.snapshot_interval));

@@ -498,6 +498,53 @@ impl HostSetup {
         )
     }
 
+    /// What the XDP program on one side redirects to rnat (`--backend xdp`): the same split as
+    /// [`ruleset`](Self::ruleset)'s drops (invariant 8), plus, on the outside, ICMP errors about
+    /// rnat's ports and non-first fragments to a public address, which AF_PACKET saw as a tap
+    /// while the kernel also got them.
+    #[cfg(feature = "xdp")]
+    pub fn xdp_rules(&self, role: crate::datapath::Role) -> crate::datapath::XdpRules {
+        let mut public = self.public_addrs.clone();
+        public.sort();
+        public.dedup();
+        let pool_only = public
+            .iter()
+            .copied()
+            .filter(|a| !self.gateway_addrs.contains(a))
+            .collect();
+        let mut own: Vec<Ipv4Addr> = self.gateway_addrs.clone();
+        own.sort();
+        own.dedup();
+        crate::datapath::XdpRules {
+            role,
+            public,
+            pool_only,
+            ranges: self
+                .port_ranges
+                .iter()
+                .filter(|r| !r.is_empty())
+                .map(|r| (r.first, r.last))
+                .collect(),
+            forwards: self
+                .forwards
+                .iter()
+                .map(|(p, a, port)| (p.ip_number(), *a, *port))
+                .collect(),
+            inside_prefixes: normalize(&self.inside_prefixes)
+                .iter()
+                .map(|p| {
+                    let mask = if p.len == 0 {
+                        0
+                    } else {
+                        u32::MAX << (32 - u32::from(p.len))
+                    };
+                    (u32::from(p.addr) & mask, mask)
+                })
+                .collect(),
+            own,
+        }
+    }
+
     /// Applies the setup; see the module docs for the steps. On failure everything already changed
     /// is undone.
     pub fn apply(&self) -> Result<Guard, HostError> {

@@ -57,10 +57,18 @@ pub trait Port: Send {
 pub mod afpacket;
 pub mod memory;
 pub mod pnet;
+#[cfg(feature = "xdp")]
+pub mod xdp;
+#[cfg(feature = "xdp")]
+pub mod xdp_prog;
 
 pub use afpacket::{AfPacket, AfPacketOptions, Fanout, FanoutMode, RxMode};
 pub use memory::{MemoryHandle, MemoryPort, memory_port};
 pub use pnet::{PnetOptions, PnetPort};
+#[cfg(feature = "xdp")]
+pub use xdp::{XdpAttachment, XdpOptions, XdpPort, XdpStats};
+#[cfg(feature = "xdp")]
+pub use xdp_prog::{Role, XdpMode, XdpRules};
 
 /// Which backend [`open`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,7 +78,13 @@ pub enum Backend {
     AfPacket,
     /// The `pnet_datalink` channel: one syscall per frame, offloads redone in software.
     Pnet,
+    /// AF_XDP sockets fed by rnat's XDP program (cargo feature `xdp`; see `xdp.rs`). Accepted by
+    /// the parser in every build so that a build without the feature can say so.
+    Xdp,
 }
+
+/// Whether this build has the AF_XDP datapath (cargo feature `xdp`).
+pub const XDP_BUILT: bool = cfg!(feature = "xdp");
 
 impl std::str::FromStr for Backend {
     type Err = String;
@@ -78,16 +92,26 @@ impl std::str::FromStr for Backend {
         match s {
             "af_packet" | "afpacket" | "af-packet" => Ok(Backend::AfPacket),
             "pnet" => Ok(Backend::Pnet),
-            _ => Err(format!("unknown datapath backend {s:?} (af_packet, pnet)")),
+            "xdp" | "af_xdp" | "af-xdp" => Ok(Backend::Xdp),
+            _ => Err(format!(
+                "unknown datapath backend {s:?} (af_packet, pnet, xdp)"
+            )),
         }
     }
 }
 
-/// Opens `ifname` with `backend` and its default options.
+/// Opens `ifname` with `backend` and its default options. The AF_XDP backend needs its XDP
+/// program first (`XdpAttachment`, `XdpPort::open`): here it is refused.
 pub fn open(backend: Backend, ifname: &str) -> io::Result<Box<dyn Port>> {
     Ok(match backend {
         Backend::AfPacket => Box::new(AfPacket::open(ifname, &AfPacketOptions::default())?),
         Backend::Pnet => Box::new(PnetPort::open(ifname, &PnetOptions::default())?),
+        Backend::Xdp => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the AF_XDP backend is opened with XdpAttachment::attach + XdpPort::open",
+            ));
+        }
     })
 }
 
