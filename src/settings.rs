@@ -112,7 +112,8 @@ pub struct GatewayArgs {
     /// silently, REQ-4a).
     #[arg(long, value_name = "POLICY")]
     pub unsolicited_syn: Option<UnsolicitedSyn>,
-    /// Datapath backend: af_packet (mmap rings, the default) or pnet (portable fallback).
+    /// Datapath backend: af_packet (the default), pnet (portable fallback) or xdp (AF_XDP with
+    /// rnat's own XDP program; needs a build with `--features xdp`).
     #[arg(long)]
     pub backend: Option<Backend>,
     /// af_packet receive path: mmsg (recvmmsg batches, woken per frame, the default), v2

@@ -37,7 +37,8 @@ fn e2e_xdp_udp_echo_sees_public_address() {
 
 /// The programs are attached while rnat runs, the gateway's own address still answers pings from
 /// both sides (ARP and ICMP to the gateway pass to the kernel), and both programs are gone after
-/// SIGTERM.
+/// SIGTERM, and after `kill -9` too (bpf_link: the kernel detaches when the process dies), after
+/// which a new rnat starts and translates again.
 #[test]
 fn e2e_xdp_gateway_answers_and_detaches_on_exit() {
     require_root!();
@@ -74,4 +75,21 @@ fn e2e_xdp_gateway_answers_and_detaches_on_exit() {
             "XDP program left on {ifname} after exit"
         );
     }
+    let mut rnat = lab.start_rnat(XDP);
+    let _ = rnat.stop_with(libc::SIGKILL, Duration::from_secs(5));
+    for ifname in ["eth0", "eth1"] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while xdp_attached(&lab, ifname) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !xdp_attached(&lab, ifname),
+            "XDP program left on {ifname} after kill -9"
+        );
+    }
+    let mut rnat = lab.start_rnat(XDP);
+    if let Err(e) = scenarios::ping(&lab, "h1") {
+        rnat.fail(&format!("after kill -9 and a restart: {e}"));
+    }
+    let _ = rnat.stop_with(libc::SIGTERM, Duration::from_secs(5));
 }
