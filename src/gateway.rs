@@ -72,13 +72,37 @@ fn queue(out: &mut Vec<(Vec<u8>, FrameInfo)>, frame: &[u8], info: FrameInfo) {
 /// one worker learned a MAC from may arrive at another. Taken for writing at most once a second
 /// per host (when an entry is new, changed or a second old), for reading only on a worker's
 /// local cache miss: never per packet.
-pub type SharedNeighbours = Arc<parking_lot::RwLock<HashMap<u32, ([u8; 6], Instant)>>>;
+pub type SharedNeighbours = Arc<parking_lot::RwLock<IpMap<([u8; 6], Instant)>>>;
+
+/// A hash map keyed by an IPv4 address with a multiply-shift hash instead of SipHash: the
+/// neighbour maps are read for every forwarded frame, and their keys (addresses of hosts on a
+/// directly attached link) are not chosen by remote attackers.
+pub type IpMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<IpHasher>>;
+
+/// The hasher of [`IpMap`]: one multiply of the 32-bit key.
+#[derive(Default)]
+pub struct IpHasher(u64);
+
+impl std::hash::Hasher for IpHasher {
+    fn finish(&self) -> u64 {
+        // The table indexes by the low bits: fold the well-mixed high half of the product in.
+        self.0 ^ (self.0 >> 32)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (n as u64 ^ 0x5bd1_e995).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 /// One worker's view of a side's MACs: a local cache in front of the shared table.
 struct Neighbours {
-    learned: HashMap<u32, ([u8; 6], Instant)>,
+    learned: IpMap<([u8; 6], Instant)>,
     shared: SharedNeighbours,
-    asked: HashMap<u32, Instant>,
+    asked: IpMap<Instant>,
 }
 
 const SHARED_REFRESH: Duration = Duration::from_secs(1);
@@ -86,9 +110,9 @@ const SHARED_REFRESH: Duration = Duration::from_secs(1);
 impl Neighbours {
     fn new() -> Self {
         Neighbours {
-            learned: HashMap::with_capacity(4096),
+            learned: IpMap::with_capacity_and_hasher(4096, Default::default()),
             shared: SharedNeighbours::default(),
-            asked: HashMap::with_capacity(256),
+            asked: IpMap::with_capacity_and_hasher(256, Default::default()),
         }
     }
 
@@ -187,6 +211,8 @@ pub struct GatewayWorker {
     stop: Arc<AtomicBool>,
     scratch: Vec<u8>,
     frag_buf: Vec<u8>,
+    /// After traffic, keep polling without sleeping for this long (`--busy-poll-us`).
+    busy_poll: Duration,
 }
 
 /// Engine time at the gateway's epoch. Not zero, so that sessions restored from a snapshot
@@ -227,7 +253,16 @@ impl GatewayWorker {
             stop,
             scratch: vec![0u8; 2048],
             frag_buf: Vec::with_capacity(2048),
+            busy_poll: Duration::ZERO,
         }
+    }
+
+    /// Busy polling: after a batch, keep receiving without blocking for up to `d` before the
+    /// worker goes to sleep in poll(2). A reply that comes back within `d` (a ping's echo, a TCP
+    /// ACK) then finds the worker awake: no wakeup of a sleeping thread (or of an idle CPU, slow
+    /// on VMs) on its path. Costs at most `d` of CPU per burst of traffic; zero switches it off.
+    pub fn set_busy_poll(&mut self, d: Duration) {
+        self.busy_poll = d;
     }
 
     /// Captures both interfaces into `dir/<interface>-w<worker>.pcap` (`--pcap`).
@@ -249,8 +284,21 @@ impl GatewayWorker {
 
     /// Runs until the stop flag is set.
     pub fn run(&mut self) -> io::Result<()> {
+        let mut last_busy = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             let n = self.step(Duration::ZERO)?;
+            if !self.busy_poll.is_zero() {
+                // One clock read per pass (vDSO, ~20 ns), only when busy polling is on.
+                let now = Instant::now();
+                if n > 0 {
+                    last_busy = now;
+                    continue;
+                }
+                if now.saturating_duration_since(last_busy) < self.busy_poll {
+                    std::hint::spin_loop();
+                    continue;
+                }
+            }
             if n == 0 {
                 for side in [&mut self.inside, &mut self.outside] {
                     if let Some(p) = &mut side.pcap {
@@ -313,7 +361,8 @@ impl GatewayWorker {
         let frag_buf = &mut self.frag_buf;
         let now_i = Instant::now();
         let now = engine_time(self.epoch, now_i);
-        let rx_link = rx.link.clone();
+        // Copies, not a clone of the `Link` (its name is a String: no allocation per batch).
+        let (rx_mac, rx_ifindex) = (rx.link.mac, rx.link.ifindex);
         let rx_neigh = &mut rx.neigh;
         let rx_out = &mut rx.out;
         let rx_pcap = &mut rx.pcap;
@@ -342,12 +391,12 @@ impl GatewayWorker {
                             {
                                 let mut e = Ethernet::new_unchecked(&mut r[..]);
                                 e.set_dst(a.sender_mac());
-                                e.set_src(rx_link.mac);
+                                e.set_src(rx_mac);
                                 e.set_ethertype(ethertype::ARP);
                             }
                             Arp::new_unchecked(&mut r[14..]).fill(
                                 Arp::REPLY,
-                                rx_link.mac,
+                                rx_mac,
                                 a.target_ip(),
                                 a.sender_mac(),
                                 a.sender_ip(),
@@ -358,7 +407,7 @@ impl GatewayWorker {
                     }
                     return;
                 }
-                if eth.dst() != rx_link.mac {
+                if eth.dst() != rx_mac {
                     return;
                 }
                 let src_mac = eth.src();
@@ -383,12 +432,11 @@ impl GatewayWorker {
                         // Back out of the interface it came from, to the inside host that owns
                         // the public endpoint it was sent to.
                         let dst = u32::from_be_bytes([frame[30], frame[31], frame[32], frame[33]]);
-                        match known_mac(snap, rx_link.ifindex, rx_neigh, Ipv4Addr::from(dst), now_i)
-                        {
+                        match known_mac(snap, rx_ifindex, rx_neigh, Ipv4Addr::from(dst), now_i) {
                             Some(mac) => {
                                 let mut e = Ethernet::new_unchecked(&mut *frame);
                                 e.set_dst(mac);
-                                e.set_src(rx_link.mac);
+                                e.set_src(rx_mac);
                                 queue(rx_out, frame, *info);
                             }
                             None => GatewayStats::bump(&stats.no_neighbour),

@@ -719,6 +719,7 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
     );
     for gw in gws.iter_mut() {
         gw.share_neighbours(&shared.0, &shared.1);
+        gw.set_busy_poll(Duration::from_micros(cli.busy_poll_us));
     }
     if let Some(dir) = &cli.pcap {
         for (i, gw) in gws.iter_mut().enumerate() {

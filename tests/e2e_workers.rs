@@ -43,3 +43,16 @@ fn e2e_workers_two_hosts() {
     require_root!();
     through_rnat_workers(scenarios::two_hosts);
 }
+
+/// `--busy-poll-us`: the workers keep polling after traffic instead of sleeping in poll(2); the
+/// frames that arrive in the spin window (the ping replies, TCP ACKs) take the non-sleeping path.
+#[test]
+fn e2e_workers_busy_poll_ping_and_tcp() {
+    require_root!();
+    through_rnat_with(&["--workers", "2", "--busy-poll-us", "20000"], |lab| {
+        scenarios::ping(lab, "h1")
+    });
+    through_rnat_with(&["--workers", "1", "--busy-poll-us", "500"], |lab| {
+        scenarios::http_download(lab, "h1")
+    });
+}
