@@ -106,6 +106,10 @@ fn afpacket_tx_kernel_completes_and_segments() {
     let mut cap = open(&lab.ns_b, &lab.if_b, AfPacketOptions::default());
     check_tx(&lab, &mut port, &mut cap, true);
     assert_eq!(port.stats().tx_errors, 0, "{:?}", port.take_last_tx_error());
+    // The 10 KB TCP super-frame left from the caller's buffer (no copy), the UDP frame queued
+    // before it left first.
+    assert_eq!(port.stats().tx_direct, 1, "{:?}", port.stats());
+    assert_eq!(port.stats().tx_frames, 2, "{:?}", port.stats());
 }
 
 #[test]
@@ -115,6 +119,10 @@ fn afpacket_tx_gso_passes_through_with_default_offloads() {
     let mut cap = open(&lab.ns_b, &lab.if_b, AfPacketOptions::default());
     check_tx(&lab, &mut port, &mut cap, true);
     assert_eq!(port.stats().tx_errors, 0, "{:?}", port.take_last_tx_error());
+    // The 10 KB TCP super-frame left from the caller's buffer (no copy), the UDP frame queued
+    // before it left first.
+    assert_eq!(port.stats().tx_direct, 1, "{:?}", port.stats());
+    assert_eq!(port.stats().tx_frames, 2, "{:?}", port.stats());
 }
 
 #[test]

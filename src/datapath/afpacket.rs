@@ -157,9 +157,17 @@ pub struct AfPacketStats {
     /// Frames whose VLAN tag the device stripped into metadata (delivered untagged).
     pub rx_vlan_stripped: u64,
     pub tx_frames: u64,
+    /// Of `tx_frames`, those sent at once from the caller's buffer (large frames, no copy).
+    pub tx_direct: u64,
     /// Frames the kernel refused on transmit (dropped), see `last_tx_error`.
     pub tx_errors: u64,
 }
+
+/// Frames at least this long (with a vnet header) are sent at once from the caller's buffer by
+/// one `sendmsg`, after what is queued, instead of being copied into the batch buffer: for a 64 KB
+/// GSO super-frame the copy costs far more than the system call (perf on bulk TCP: the copy was
+/// ~3 % of all CPU); small frames keep the batching.
+pub const DIRECT_TX_MIN: usize = 4096;
 
 /// The memory of the RX ring.
 struct Ring {
@@ -727,6 +735,44 @@ impl AfPacket {
         Ok(Some(n))
     }
 
+    /// Sends one frame (vnet header + frame, two iovecs) without copying it; a refusal is counted
+    /// like a refused batch message.
+    fn send_direct(&mut self, frame: &[u8], info: &FrameInfo) {
+        let mut hdr = build_vnet_hdr(frame, info);
+        let mut iov = [
+            libc::iovec {
+                iov_base: hdr.as_mut_ptr().cast(),
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                // The kernel only reads from it (sendmsg); the pointer is `*mut` by C's signature.
+                iov_base: frame.as_ptr().cast_mut().cast(),
+                iov_len: frame.len(),
+            },
+        ];
+        // SAFETY: msghdr is plain old data; all-zero is a valid value.
+        let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+        m.msg_iov = iov.as_mut_ptr();
+        m.msg_iovlen = iov.len();
+        for _ in 0..8 {
+            // SAFETY: `m` points to two iovecs that point into `hdr` and `frame`, all of which
+            // outlive the call; sendmsg only reads them.
+            let r = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &m, 0) };
+            if r >= 0 {
+                self.stats.tx_frames += 1;
+                self.stats.tx_direct += 1;
+                return;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                self.stats.tx_errors += 1;
+                self.last_tx_error = Some(e);
+                return;
+            }
+        }
+        self.stats.tx_errors += 1;
+    }
+
     fn queue(&mut self, frame: &[u8], info: &FrameInfo) {
         let start = self.txbuf.len();
         if self.vnet {
@@ -836,7 +882,12 @@ impl Port for AfPacket {
     }
 
     fn tx(&mut self, frame: &[u8], info: &FrameInfo) -> io::Result<()> {
-        if self.vnet {
+        if self.vnet && frame.len() >= DIRECT_TX_MIN {
+            // In order: what is queued leaves first.
+            self.flush()?;
+            self.send_direct(frame, info);
+            return Ok(());
+        } else if self.vnet {
             self.queue(frame, info);
         } else {
             // No metadata path: complete / segment in software, queue the results.
