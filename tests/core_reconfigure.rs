@@ -196,3 +196,77 @@ fn quotas_change_live_when_enabled_at_start() {
         "existing flows continue"
     );
 }
+
+/// A forward removed while it has sessions becomes an ordinary mapping, which holds a unit of the
+/// subscriber's port quota from then on (it gives one back when it ends).
+#[test]
+fn removed_forward_with_sessions_counts_against_the_port_quota() {
+    let mut c = cfg();
+    c.max_ports_per_subscriber = 1;
+    c.forwards = vec!["udp:5353=192.168.1.2:53".parse::<Forward>().unwrap()];
+    let e = Engine::new(c.clone()).unwrap();
+    let w = e.worker();
+    assert_eq!(
+        run(&w, Inbound, udp(SRV, 4000, PUB, 5353, b"q"), 0),
+        Verdict::Forward
+    );
+    c.forwards.clear();
+    e.reconfigure(&c, Time::from_secs(1)).unwrap();
+    let v = run(&w, Outbound, udp(H1, 6000, SRV, 53, b"x"), 2);
+    assert!(
+        matches!(v, Verdict::Reply(_)) && quota_drops(&e) == 1,
+        "the former forward's mapping holds the host's only port: {v:?}"
+    );
+    // Its session ends (UDP timeout): the port goes back, and only once.
+    e.expire(Time::from_secs(1000));
+    assert_eq!(e.mapping_count(), 0);
+    assert_eq!(
+        run(&w, Outbound, udp(H1, 6000, SRV, 53, b"x"), 1001),
+        Verdict::Forward
+    );
+    let v = run(&w, Outbound, udp(H1, 6001, SRV, 53, b"x"), 1001);
+    assert!(
+        matches!(v, Verdict::Reply(_)) && quota_drops(&e) == 2,
+        "still one port at a time: {v:?}"
+    );
+}
+
+/// Packets refused for a quota (answered with ICMP code 13, RFC 5508 REQ-8).
+fn quota_drops(e: &Engine) -> u64 {
+    e.stats()
+        .drops
+        .iter()
+        .find(|d| d.0 == DropReason::Quota)
+        .map_or(0, |d| d.1)
+}
+
+/// A reload that cannot install a forward changes nothing, also when it removes others: the
+/// inside endpoint of the new forward already has a dynamic mapping on another port.
+#[test]
+fn refused_forward_reload_changes_nothing() {
+    let mut c = cfg();
+    c.forwards = vec!["udp:5353=192.168.1.3:53".parse::<Forward>().unwrap()];
+    let e = Engine::new(c.clone()).unwrap();
+    let w = e.worker();
+    assert_eq!(
+        run(&w, Outbound, udp(H1, 80, SRV, 4000, b"x"), 0),
+        Verdict::Forward
+    );
+    let mut new = c.clone();
+    new.forwards = vec!["udp:8080=192.168.1.2:80".parse::<Forward>().unwrap()];
+    let err = e.reconfigure(&new, Time::from_secs(1)).unwrap_err();
+    assert!(err.to_string().contains("live mapping"), "{err}");
+    assert_eq!(e.current_config().forwards, c.forwards, "old forward kept");
+    assert_eq!(
+        run(&w, Inbound, udp(SRV2, 4000, PUB, 5353, b"q"), 2),
+        Verdict::Forward,
+        "old forward still open to any remote"
+    );
+    // Once the dynamic mapping has ended, the same reload goes through.
+    e.expire(Time::from_secs(1000));
+    e.reconfigure(&new, Time::from_secs(1001)).unwrap();
+    assert_eq!(
+        run(&w, Inbound, udp(SRV2, 4000, PUB, 8080, b"q"), 1002),
+        Verdict::Forward
+    );
+}

@@ -283,6 +283,28 @@ impl Engine {
                     "the public port is in use",
                 ));
             }
+            // The inside endpoint must not hold a mapping that stays after the removals below
+            // (a dynamic one, or a removed forward's that still has sessions): one endpoint has
+            // one mapping (RFC 4787 REQ-1). Checked here so that a refused reload changes nothing.
+            let (p, ip, port) = (
+                f.proto.ip_number(),
+                u32::from(*f.inside.ip()),
+                f.inside.port(),
+            );
+            let sh = self.table.shards[self.table.shard_of(map_hash(seed, p, ip, port))].lock();
+            if let Some(mid) = sh.find_mapping(seed, p, ip, port) {
+                let m = sh.mappings.get(mid);
+                let goes = m.sessions == 0
+                    && old.forwards.iter().any(|o| {
+                        o.proto == f.proto && o.inside == f.inside && !new.forwards.contains(o)
+                    });
+                if !goes {
+                    return Err(ConfigError::BadForward(
+                        format!("{}:{}={}", f.proto.name(), f.public_port, f.inside),
+                        "the inside endpoint has a live mapping on another public port (retry when its sessions have ended, or flush them)",
+                    ));
+                }
+            }
         }
         for f in old.forwards.iter().filter(|f| !new.forwards.contains(f)) {
             let (p, ip, port) = (
@@ -295,6 +317,14 @@ impl Engine {
             if let Some(mid) = sh.find_mapping(seed, p, ip, port) {
                 let m = sh.mappings.get_mut(mid);
                 m.flags &= !M_STATIC;
+                if m.sessions > 0 {
+                    // Now an ordinary mapping: it will give a port back to the subscriber's
+                    // quota when its last session ends, so it holds one from now on (a forward
+                    // took none).
+                    if let Some(sub) = self.table.subs.get(seed, ip) {
+                        sub.ports.fetch_add(1, Relaxed);
+                    }
+                }
                 if m.sessions == 0 {
                     let m = *m;
                     sh.drop_empty_mapping(seed, mid);
