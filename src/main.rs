@@ -568,7 +568,7 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
     } else {
         cli.inside_prefix.clone()
     };
-    let outside_prefixes: Vec<_> = out_if.addrs.iter().map(|a| a.prefix()).collect();
+    let mut outside_prefixes: Vec<_> = out_if.addrs.iter().map(|a| a.prefix()).collect();
     for w in rnat::preflight::overlap_warnings(&inside_prefixes, &outside_prefixes) {
         tracing::warn!("{w}");
     }
@@ -780,6 +780,17 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
                 }
                 if removed > 0 {
                     tracing::debug!(removed, "expired sessions");
+                }
+                // RFC 4787 REQ-7: the outside address may be renumbered (DHCP) into an inside
+                // prefix while rnat runs; say so when it happens.
+                if let Ok(i) = watcher.snapshot().interface(&cli.outside) {
+                    let now_prefixes: Vec<_> = i.addrs.iter().map(|a| a.prefix()).collect();
+                    if now_prefixes != outside_prefixes {
+                        for w in rnat::preflight::overlap_warnings(&cfg.inside_prefixes, &now_prefixes) {
+                            tracing::warn!("outside addresses changed: {w}");
+                        }
+                        outside_prefixes = now_prefixes;
+                    }
                 }
                 if let Some(m) = maplog.as_mut() {
                     m.tick(&engine.sessions(now));

@@ -393,3 +393,33 @@ fn e2e_rfc4787_req7_remote_inside_an_inside_prefix() {
     let _ = server.wait_timeout(Duration::from_secs(5));
     assert!(rnat.is_running());
 }
+
+/// RFC 4787 REQ-7, the DHCP case: the outside interface is renumbered into an inside prefix
+/// while rnat runs; rnat notices (netlink) and warns within seconds.
+#[test]
+fn e2e_rfc4787_req7_outside_renumbered_into_an_inside_prefix_is_warned() {
+    require_root!();
+    let lab = Lab::new();
+    let mut rnat = lab.start_rnat(&[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !rnat.stderr().contains("outside addresses changed"),
+        "{}",
+        rnat.stderr()
+    );
+    let out = lab.sh("gw", "ip addr add 192.168.1.200/24 dev eth0");
+    assert!(out.status.success(), "{}", output_text(&out));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !rnat.stderr().contains("outside addresses changed")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = rnat.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("outside addresses changed") && l.contains("192.168.1.0/24")),
+        "no warning after renumbering:\n{log}"
+    );
+    assert!(rnat.is_running());
+}
