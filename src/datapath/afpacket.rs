@@ -44,7 +44,7 @@
 //! off`, passed through as GSO otherwise); `PACKET_IGNORE_OUTGOING` hides the namespace's own
 //! transmissions. The AUXDATA-style fallback (`vnet_hdr: false`) is kept and tested too.
 
-use super::{FrameInfo, Port, cvt, if_index, if_mtu, soft_tx};
+use super::{FrameInfo, Port, cvt, if_index, if_mtu, setsockopt, soft_tx};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
@@ -301,20 +301,6 @@ pub struct AfPacket {
 // use; those in `Rx::Mmsg` point into heap blocks that `Mmsg` owns and never resizes. So moving the
 // whole value to another thread is sound.
 unsafe impl Send for AfPacket {}
-
-fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
-    // SAFETY: `val` is a valid, initialised `T` for the duration of the call and its size is passed.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (val as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
-}
 
 fn rd16(p: *const u8) -> u16 {
     // SAFETY: callers pass a pointer with 2 readable bytes inside the ring (bounds checked first).

@@ -26,7 +26,7 @@
 //!   the UMEM and out of it; zero-copy is used where the driver offers it (bind flags 0 = best).
 
 use super::xdp_prog::{XdpMode, XdpProgram, XdpRules};
-use super::{FrameInfo, Port, cvt, if_index, if_mtu, soft_tx};
+use super::{FrameInfo, Port, cvt, if_index, if_mtu, setsockopt, soft_tx};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
@@ -284,20 +284,6 @@ pub struct XdpPort {
 // SAFETY: `XdpPort` exclusively owns its socket, UMEM and ring mappings; the raw pointers in the
 // rings point into those mappings, which move with it. Nothing is tied to the opening thread.
 unsafe impl Send for XdpPort {}
-
-fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
-    // SAFETY: `val` is a valid, initialised `T` for the duration of the call and its size is passed.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (val as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
-}
 
 impl XdpPort {
     /// Opens queue `opts.queue` of `ifname` (calling thread's namespace) and binds the socket into
