@@ -599,6 +599,7 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
         forwards: cli.forwards.clone(),
         max_ports_per_subscriber: cli.max_ports_per_subscriber,
         max_sessions_per_subscriber: cli.max_sessions_per_subscriber,
+        port_block_size: cli.port_block_size,
         unsolicited_syn: cli.unsolicited_syn,
         shards: 64,
         // The previous run's seed, with its snapshot: paired pooling stays as it was.
@@ -793,7 +794,7 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
                     }
                 }
                 if let Some(m) = maplog.as_mut() {
-                    m.tick(&engine.sessions(now));
+                    m.tick_engine(&engine, now);
                 }
                 if cli.show_sessions > 0 && ticks.is_multiple_of(cli.show_sessions) {
                     print!("{}", obs::format_sessions(&observer.sessions(&SessionFilter::default())));

@@ -109,6 +109,13 @@ pub struct GatewayArgs {
     /// Most sessions one inside address may have (RFC 6888 REQ-5); 0: half of --max-sessions.
     #[arg(long, value_name = "N")]
     pub max_sessions_per_subscriber: Option<u32>,
+    /// Port-block allocation (RFC 6888 REQ-14): give each inside address blocks of N contiguous,
+    /// N-aligned ports on its public address, take its ports from them, and log one line per
+    /// block instead of one per mapping. N: a power of two from 8 to 4096; 0: off [default: 0].
+    /// A subscriber holds at most --max-ports-per-subscriber / N blocks (rounded up), or
+    /// 65536 / N / 4 without a port quota.
+    #[arg(long, value_name = "N")]
+    pub port_block_size: Option<u16>,
     /// Unsolicited inbound TCP SYNs (no mapping, or refused by filtering) are held 6 s, dropped
     /// silently if an outbound SYN for the same connection follows, else: reject (answer with
     /// ICMP port-unreachable, rate-limited; the default, RFC 5382 REQ-4) or drop (forget them
@@ -210,6 +217,7 @@ pub struct FileConfig {
     pub forward: Option<Vec<String>>,
     pub max_ports_per_subscriber: Option<u32>,
     pub max_sessions_per_subscriber: Option<u32>,
+    pub port_block_size: Option<u16>,
     pub unsolicited_syn: Option<String>,
     pub backend: Option<String>,
     pub rx_mode: Option<String>,
@@ -267,6 +275,8 @@ pub struct Settings {
     pub forwards: Vec<Forward>,
     pub max_ports_per_subscriber: u32,
     pub max_sessions_per_subscriber: u32,
+    /// Ports per block (0: block mode off).
+    pub port_block_size: u16,
     pub unsolicited_syn: UnsolicitedSyn,
     pub backend: Backend,
     /// af_packet receive path.
@@ -404,6 +414,15 @@ impl Settings {
                 .max_sessions_per_subscriber
                 .or(f.max_sessions_per_subscriber)
                 .unwrap_or(0),
+            port_block_size: {
+                let n = a.port_block_size.or(f.port_block_size).unwrap_or(0);
+                if n != 0 && (!n.is_power_of_two() || !(8..=4096).contains(&n)) {
+                    bail!(
+                        "--port-block-size {n}: must be 0 (off) or a power of two from 8 to 4096"
+                    );
+                }
+                n
+            },
             unsolicited_syn: match a.unsolicited_syn {
                 Some(p) => p,
                 None => parse_opt("unsolicited-syn", &f.unsolicited_syn)?.unwrap_or_default(),
@@ -477,6 +496,7 @@ impl Settings {
             workers => "workers", busy_poll_us => "busy-poll-us",
             forwards => "forward", max_ports_per_subscriber => "max-ports-per-subscriber",
             max_sessions_per_subscriber => "max-sessions-per-subscriber",
+            port_block_size => "port-block-size",
             reserve_ports => "no-reserve-ports", run_dir => "run-dir",
             log_format => "log-format", metrics_listen => "metrics-listen",
             snapshot => "snapshot", snapshot_interval => "snapshot-interval", pcap => "pcap", pcp => "pcp",
@@ -562,6 +582,24 @@ mod tests {
             FileConfig::parse("inside = \"a\"\noutside = \"b\"\nfiltering = \"open\"\n").unwrap();
         assert!(Settings::merge(&args(&[]), &f).is_err());
         assert!(Settings::merge(&args(&[]), &FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn port_block_size_flag_and_key() {
+        let f =
+            FileConfig::parse("inside = \"a\"\noutside = \"b\"\nport-block-size = 128\n").unwrap();
+        assert_eq!(
+            Settings::merge(&args(&[]), &f).unwrap().port_block_size,
+            128
+        );
+        let s = Settings::merge(&args(&["--port-block-size", "64"]), &f).unwrap();
+        assert_eq!(s.port_block_size, 64);
+        let s = Settings::merge(&args(&["--port-block-size", "0"]), &f).unwrap();
+        assert_eq!(s.port_block_size, 0);
+        for bad in ["100", "4", "8192"] {
+            let e = Settings::merge(&args(&["--port-block-size", bad]), &f).unwrap_err();
+            assert!(e.to_string().contains("power of two from 8 to 4096"), "{e}");
+        }
     }
 
     #[test]

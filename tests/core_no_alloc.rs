@@ -33,8 +33,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
+/// The allocation count is global: the tests of this file run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn per_packet_path_does_not_allocate() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let e = Engine::new(Config {
         public_addrs: vec![Ipv4Addr::from(PUB)],
         inside_prefixes: vec!["192.168.0.0/16".parse::<Prefix>().unwrap()],
@@ -126,5 +130,64 @@ fn per_packet_path_does_not_allocate() {
         "held SYNs answered (ICMP rate limit: 100 a second)"
     );
     assert_eq!(e.stats().syn_cancelled, 250);
+    assert_eq!(after - before, 0, "allocations on the packet path");
+}
+
+/// Port-block mode: claiming ports inside blocks, claiming new blocks, filling them, running out
+/// of them, and releasing them at expiry allocate nothing either.
+#[test]
+fn per_packet_path_does_not_allocate_in_block_mode() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let e = Engine::new(Config {
+        public_addrs: vec![Ipv4Addr::from(PUB)],
+        inside_prefixes: vec!["192.168.0.0/16".parse::<Prefix>().unwrap()],
+        inside_addr: Some(Ipv4Addr::from(GW_IN)),
+        max_sessions: 50_000,
+        // 1024 blocks of 16.
+        port_ranges: vec![rnat::nat::PortRange::new(1024, 17407)],
+        port_block_size: 16,
+        ..Config::default()
+    })
+    .unwrap();
+    let w = e.worker();
+    let mut scratch = vec![0u8; 2048];
+    let mut frames: Vec<(rnat::nat::Direction, Vec<u8>)> = Vec::new();
+    // 1000 hosts with 30 mappings each (two blocks of 16 per host, TCP, UDP and ICMP), more
+    // than the 1024 blocks: some run out (code 13).
+    for h in 0..1000u16 {
+        let host = [192, 168, 10 + (h >> 8) as u8, h as u8];
+        for i in 0..20u16 {
+            frames.push((Outbound, udp(host, 1000 + i, SRV, 53, b"q")));
+            if i % 4 == 0 {
+                frames.push((Outbound, tcp(host, 2000 + i, SRV, 80, SYN, b"")));
+                frames.push((Outbound, echo_request(host, SRV, 3000 + i, 1)));
+            }
+        }
+    }
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let mut forwarded = 0;
+    let mut refused = 0;
+    for (dir, f) in frames.iter_mut() {
+        match w.process(
+            *dir,
+            f,
+            FrameMeta::default(),
+            Time::from_secs(1),
+            &mut scratch,
+        ) {
+            Verdict::Forward => forwarded += 1,
+            Verdict::Reply(_) => refused += 1,
+            _ => {}
+        }
+    }
+    let blocks_held = e.port_block_count();
+    let expired = e.expire(Time::from_secs(100_000));
+    e.expire(Time::from_secs(200_000));
+    let after = ALLOCS.load(Ordering::Relaxed);
+    assert!(forwarded > 15_000, "{forwarded}");
+    assert!(refused > 0, "some hosts ran out of blocks");
+    assert_eq!(blocks_held, 1024, "{blocks_held}");
+    assert!(expired > 15_000);
+    assert_eq!(e.port_block_count(), 0, "blocks released after the rest");
     assert_eq!(after - before, 0, "allocations on the packet path");
 }

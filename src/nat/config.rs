@@ -258,7 +258,17 @@ pub struct Config {
     pub syn_hold: Duration,
     /// Most unsolicited SYNs held at once; memory is reserved for them up front.
     pub syn_hold_capacity: usize,
+    /// Port-block allocation (RFC 6888 REQ-14): each subscriber gets blocks of this many
+    /// contiguous, aligned ports on its paired public address (shared by TCP, UDP and ICMP) and
+    /// its mappings take ports inside its blocks. 0: off (ports one by one, the default); else a
+    /// power of two from [`MIN_PORT_BLOCK`] to [`MAX_PORT_BLOCK`].
+    pub port_block_size: u16,
 }
+
+/// Smallest port block.
+pub const MIN_PORT_BLOCK: u16 = 8;
+/// Largest port block.
+pub const MAX_PORT_BLOCK: u16 = 4096;
 
 impl Default for Config {
     fn default() -> Self {
@@ -284,6 +294,7 @@ impl Default for Config {
             unsolicited_syn: UnsolicitedSyn::Reject,
             syn_hold: MIN_SYN_HOLD,
             syn_hold_capacity: 4096,
+            port_block_size: 0,
         }
     }
 }
@@ -309,6 +320,10 @@ pub enum ConfigError {
     SynHoldTooShort,
     #[error("syn_hold_capacity must be between 1 and 1048576")]
     BadSynHoldCapacity,
+    #[error("port block size {0} must be 0 (off) or a power of two from 8 to 4096")]
+    BadPortBlockSize(u32),
+    #[error("no port block of {0} aligned ports fits inside the port ranges")]
+    NoPortBlocks(u16),
 }
 
 impl Config {
@@ -360,7 +375,42 @@ impl Config {
         if self.syn_hold_capacity == 0 || self.syn_hold_capacity > 1 << 20 {
             return Err(ConfigError::BadSynHoldCapacity);
         }
+        let n = self.port_block_size;
+        if n != 0 {
+            if !n.is_power_of_two() || !(MIN_PORT_BLOCK..=MAX_PORT_BLOCK).contains(&n) {
+                return Err(ConfigError::BadPortBlockSize(n as u32));
+            }
+            if self.port_blocks().next().is_none() {
+                return Err(ConfigError::NoPortBlocks(n));
+            }
+        }
         Ok(())
+    }
+
+    /// The first ports of the aligned blocks of `port_block_size` ports that lie entirely inside
+    /// one port range (nothing when block mode is off).
+    pub fn port_blocks(&self) -> impl Iterator<Item = u16> + '_ {
+        let n = self.port_block_size as u32;
+        (0..65536u32.checked_div(n).unwrap_or(0))
+            .map(move |b| b * n)
+            .filter(move |&first| {
+                first != 0
+                    && self
+                        .port_ranges
+                        .iter()
+                        .any(|r| r.first as u32 <= first && first + n - 1 <= r.last as u32)
+            })
+            .map(|f| f as u16)
+    }
+
+    /// Most port blocks one subscriber may hold: enough for `max_ports_per_subscriber` when that
+    /// is set, else a quarter of the address's blocks (65536 / size / 4), at least 1.
+    pub fn max_blocks_per_subscriber(&self) -> u32 {
+        let n = self.port_block_size.max(1) as u32;
+        match self.max_ports_per_subscriber {
+            0 => (65536 / n / 4).max(1),
+            p => p.div_ceil(n).max(1),
+        }
     }
 
     /// Timers below the RFC minimums (RFC 4787 REQ-5: UDP ≥ 2 min; RFC 5382 REQ-5: established

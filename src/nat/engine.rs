@@ -268,6 +268,7 @@ impl Engine {
     /// control plane about once a second; lookups already treat expired sessions as gone.
     pub fn expire(&self, now: Time) -> usize {
         self.expire_explicit(now);
+        self.expire_blocks(now);
         let seed = self.table.seed;
         let mut removed = 0;
         for shard in self.table.shards.iter() {
@@ -310,11 +311,8 @@ impl Engine {
     }
 
     fn release_port(&self, m: &super::table::Mapping, now: Time) {
-        let Some(p) = Proto::from_ip(m.proto) else {
-            return;
-        };
         let until = (now + self.live.cooldown()).secs_u32().saturating_add(1);
-        self.table.ports.release(m.pub_idx, p, m.pub_port, until);
+        self.release_mapping_port(m, until);
     }
 
     /// A copy of the table for display (allocates; control plane only).
@@ -361,9 +359,8 @@ impl Engine {
         word: u32,
         now_s: u32,
     ) -> Option<u16> {
-        let ports = &self.table.ports;
         // 1. Preserve the inside port when it is free.
-        if self.in_port_ranges(want) && ports.try_claim(pub_idx, proto, want, word, now_s) {
+        if self.in_port_ranges(want) && self.claim_single(pub_idx, proto, want, word, now_s) {
             return Some(want);
         }
         // 2. Same range class and parity, random.
@@ -383,7 +380,7 @@ impl Engine {
                 let p = nth((sh.next_random() % total as u64) as u32);
                 let p = (p & !1) | (want & 1);
                 if ranges.iter().any(|r| r.contains(p))
-                    && ports.try_claim(pub_idx, proto, p, word, now_s)
+                    && self.claim_single(pub_idx, proto, p, word, now_s)
                 {
                     return Some(p);
                 }
@@ -394,7 +391,7 @@ impl Engine {
                 for i in 0..total {
                     let p = nth((start + i) % total);
                     if (!parity_matters || p & 1 == want & 1)
-                        && ports.try_claim(pub_idx, proto, p, word, now_s)
+                        && self.claim_single(pub_idx, proto, p, word, now_s)
                     {
                         return Some(p);
                     }
@@ -419,7 +416,7 @@ impl Engine {
                         }
                     })
                     .unwrap_or(0);
-                if p != 0 && ports.try_claim(pub_idx, proto, p, word, now_s) {
+                if p != 0 && self.claim_single(pub_idx, proto, p, word, now_s) {
                     return Some(p);
                 }
             }
@@ -807,10 +804,11 @@ impl Worker {
                     self.quota_give(fl.src, Quota::Port);
                     return Err(DropReason::TableFull);
                 };
-                match e.claim_port(
+                match e.claim_dynamic(
                     sh,
                     pub_idx,
                     fl.proto,
+                    fl.src,
                     fl.sport,
                     owner_word(si, mid),
                     now.secs_u32(),
@@ -844,7 +842,7 @@ impl Worker {
                 if fresh {
                     let m = *sh.mappings.get(mid);
                     sh.drop_empty_mapping(seed, mid);
-                    e.table.ports.release(m.pub_idx, fl.proto, m.pub_port, 0);
+                    e.release_mapping_port(&m, 0);
                     self.quota_give(fl.src, Quota::Port);
                 }
                 return Err(r);
@@ -1198,10 +1196,14 @@ pub(super) fn install_forwards(cfg: &Config, table: &Table) -> Result<(), Config
             .add_mapping(table.seed, p, ip, port, pub_idx, fw.public_port)
             .ok_or(ConfigError::BadCapacity)?;
         sh.mappings.get_mut(mid).flags = M_STATIC;
-        if !table
-            .ports
-            .try_claim(pub_idx, fw.proto, fw.public_port, owner_word(si, mid), 0)
-        {
+        if !super::blocks::claim_single(
+            table,
+            pub_idx,
+            fw.proto,
+            fw.public_port,
+            owner_word(si, mid),
+            0,
+        ) {
             return Err(ConfigError::BadForward(
                 name(),
                 "the public port is already taken",

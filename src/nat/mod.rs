@@ -3,6 +3,7 @@
 //! no global lock per packet.
 #![forbid(unsafe_code)]
 
+mod blocks;
 pub mod config;
 mod engine;
 mod fragment;
@@ -17,6 +18,7 @@ mod synhold;
 mod table;
 pub mod tcp;
 
+pub use blocks::PortBlock;
 pub use config::{
     Config, ConfigError, Filtering, Forward, MIN_SYN_HOLD, PortRange, Prefix, Timeouts,
     UnsolicitedSyn,

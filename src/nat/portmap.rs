@@ -234,9 +234,8 @@ impl Engine {
                 } else {
                     port
                 };
-                let ports = &self.table.ports;
                 let claimed = if sets.in_port_ranges(want)
-                    && ports.try_claim(pub_idx, req.proto, want, word, now_s)
+                    && self.claim_single(pub_idx, req.proto, want, word, now_s)
                 {
                     Ok(want)
                 } else if req.prefer_failure && req.suggested_port != 0 {
@@ -333,12 +332,8 @@ impl Engine {
         if m.sessions == 0 {
             let m = *m;
             sh.drop_empty_mapping(self.table.seed, mid);
-            if let Some(proto) = Proto::from_ip(m.proto) {
-                let until = (now + self.live.cooldown()).secs_u32().saturating_add(1);
-                self.table
-                    .ports
-                    .release(m.pub_idx, proto, m.pub_port, until);
-            }
+            let until = (now + self.live.cooldown()).secs_u32().saturating_add(1);
+            self.release_mapping_port(&m, until);
             self.quota_give(m.in_ip, Quota::Port);
         }
     }

@@ -376,7 +376,7 @@ impl Engine {
                     self.unquota(r.in_ip, true);
                     return Err(Skip::NoRoom);
                 };
-                if !t.ports.try_claim(
+                if !self.claim_single(
                     pub_idx,
                     r.proto,
                     r.pub_port,

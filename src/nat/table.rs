@@ -454,6 +454,38 @@ impl PortSpace {
             .is_ok()
     }
 
+    /// Whether a port is free and rested at second `now_s` (what `try_claim` would accept).
+    #[inline]
+    pub fn is_claimable(&self, pub_idx: u8, proto: Proto, port: u16, now_s: u32) -> bool {
+        let cur = self.words[Self::slot(pub_idx, proto, port)].load(Ordering::SeqCst);
+        cur == 0 || (cur & COOLING != 0 && cur & !COOLING <= now_s)
+    }
+
+    /// `try_claim` that returns the word it replaced, for [`PortSpace::restore`].
+    #[inline]
+    pub fn try_claim_prev(
+        &self,
+        pub_idx: u8,
+        proto: Proto,
+        port: u16,
+        word: u32,
+        now_s: u32,
+    ) -> Option<u32> {
+        let w = &self.words[Self::slot(pub_idx, proto, port)];
+        let cur = w.load(Ordering::Relaxed);
+        let free = cur == 0 || (cur & COOLING != 0 && cur & !COOLING <= now_s);
+        (free
+            && w.compare_exchange(cur, word, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok())
+        .then_some(cur)
+    }
+
+    /// Undoes a claim made with `try_claim_prev` (the port was not handed out).
+    #[inline]
+    pub fn restore(&self, pub_idx: u8, proto: Proto, port: u16, prev: u32) {
+        self.words[Self::slot(pub_idx, proto, port)].store(prev, Ordering::SeqCst);
+    }
+
     /// Frees a port; it rests until `rest_until_s` (0: free at once).
     #[inline]
     pub fn release(&self, pub_idx: u8, proto: Proto, port: u16, rest_until_s: u32) {
@@ -593,6 +625,10 @@ pub(crate) struct SubSlot {
     ip: AtomicU32,
     pub ports: AtomicU32,
     pub sessions: AtomicU32,
+    /// Port blocks held (block mode).
+    pub blocks: AtomicU32,
+    /// Block number + 1 of the block the subscriber last allocated from (0: none).
+    pub block_hint: AtomicU32,
 }
 
 impl Subscribers {
@@ -608,6 +644,8 @@ impl Subscribers {
                     ip: AtomicU32::new(0),
                     ports: AtomicU32::new(0),
                     sessions: AtomicU32::new(0),
+                    blocks: AtomicU32::new(0),
+                    block_hint: AtomicU32::new(0),
                 })
                 .collect(),
             untracked: AtomicU32::new(0),
@@ -672,6 +710,8 @@ pub(crate) struct Table {
     pub addrs: AddrSets,
     /// Per-subscriber quota counters.
     pub subs: Subscribers,
+    /// Port-block ownership (block mode only, see `blocks.rs`).
+    pub blocks: Option<super::blocks::PortBlocks>,
     /// Live sessions, held to `max_sessions` exactly (the shards' slack is only for balance).
     pub live_sessions: std::sync::atomic::AtomicUsize,
     /// Lock-free views of each shard's session index, for the batch path's warming pass.
@@ -706,6 +746,7 @@ impl Table {
             seed: cfg.seed,
             addrs: AddrSets::new(cfg),
             subs: Subscribers::new(cfg.max_sessions.clamp(1024, 1 << 16)),
+            blocks: super::blocks::PortBlocks::new(cfg),
             live_sessions: std::sync::atomic::AtomicUsize::new(0),
             sess_views,
             map_views,
@@ -721,6 +762,7 @@ impl Table {
     pub fn heap_bytes(&self) -> usize {
         self.subs.heap_bytes()
             + self.ports.heap_bytes()
+            + self.blocks.as_ref().map_or(0, |b| b.heap_bytes())
             + self
                 .shards
                 .iter()

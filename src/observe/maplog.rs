@@ -12,10 +12,16 @@
 //!   tables. An engine event ring (created/ended records pushed by the workers, drained by the
 //!   control plane) would give exact times, miss nothing, and cost O(events) instead.
 //!
+//! With port blocks (`--port-block-size`, RFC 6888 REQ-14) the log has one line per block
+//! claimed and one per block released instead (inside address, public address, port range):
+//! every mapping of a subscriber lies in one of its blocks, so the block lines say everything the
+//! mapping lines would, in up to N times fewer lines.
+//!
 //! Lines go to the tracing target `rnat::mapping` at INFO level, plain or JSON (`--log-format`).
 
-use crate::nat::{Proto, SessionInfo};
+use crate::nat::{Engine, PortBlock, Proto, SessionInfo, Time};
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::net::SocketAddrV4;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +32,18 @@ pub type MappingKey = (Proto, SocketAddrV4, SocketAddrV4);
 #[derive(Default)]
 pub struct MappingLog {
     live: HashMap<MappingKey, Instant>,
+    blocks: HashMap<BlockKey, Instant>,
+}
+
+/// The key of a port block: inside address, public address, first port, size.
+pub type BlockKey = (Ipv4Addr, Ipv4Addr, u16, u16);
+
+/// Blocks claimed and released between two ticks.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BlockChanges {
+    pub allocated: Vec<BlockKey>,
+    /// With how long each block was held.
+    pub released: Vec<(BlockKey, std::time::Duration)>,
 }
 
 /// What changed between two ticks.
@@ -76,6 +94,42 @@ impl MappingLog {
         ch
     }
 
+    /// Compares `blocks` with the previous tick.
+    pub fn diff_blocks(&mut self, blocks: &[PortBlock], now: Instant) -> BlockChanges {
+        let mut current = HashMap::with_capacity(blocks.len());
+        let mut ch = BlockChanges::default();
+        for b in blocks {
+            let k = (b.inside, b.public, b.first_port, b.size);
+            let since = match self.blocks.get(&k) {
+                Some(t) => *t,
+                None => {
+                    ch.allocated.push(k);
+                    now
+                }
+            };
+            current.insert(k, since);
+        }
+        for (k, since) in &self.blocks {
+            if !current.contains_key(k) {
+                ch.released.push((*k, now.duration_since(*since)));
+            }
+        }
+        self.blocks = current;
+        ch.allocated.sort();
+        ch.released.sort();
+        ch
+    }
+
+    /// One tick of the log for `engine`: block lines in block mode, else mapping lines.
+    pub fn tick_engine(&mut self, engine: &Engine, now: Time) {
+        if engine.config().port_block_size != 0 {
+            let ch = self.diff_blocks(&engine.port_blocks(), Instant::now());
+            log_blocks(&ch);
+        } else {
+            self.tick(&engine.sessions(now));
+        }
+    }
+
     /// Diffs and logs.
     pub fn tick(&mut self, sessions: &[SessionInfo]) {
         let ch = self.diff(sessions, Instant::now());
@@ -86,6 +140,37 @@ impl MappingLog {
     pub fn finish(&mut self) {
         let ch = self.diff(&[], Instant::now());
         log(&ch);
+        let ch = self.diff_blocks(&[], Instant::now());
+        log_blocks(&ch);
+    }
+}
+
+fn log_blocks(ch: &BlockChanges) {
+    let t = unix_now();
+    for (inside, public, first, size) in &ch.allocated {
+        let last = first + (size - 1);
+        tracing::info!(
+            target: "rnat::mapping",
+            event = "block-allocated",
+            inside = %inside,
+            public = %public,
+            ports = %format!("{first}-{last}"),
+            time = t,
+            "port block allocated"
+        );
+    }
+    for ((inside, public, first, size), held) in &ch.released {
+        let last = first + (size - 1);
+        tracing::info!(
+            target: "rnat::mapping",
+            event = "block-released",
+            inside = %inside,
+            public = %public,
+            ports = %format!("{first}-{last}"),
+            time = t,
+            duration_s = held.as_secs(),
+            "port block released"
+        );
     }
 }
 
@@ -118,6 +203,39 @@ fn log(ch: &Changes) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn blocks_log_once_per_claim_and_release() {
+        use crate::nat::PortBlock;
+        let b = |first: u16| PortBlock {
+            inside: "192.168.1.2".parse().unwrap(),
+            public: "203.0.113.1".parse().unwrap(),
+            first_port: first,
+            size: 64,
+            in_use: 3,
+        };
+        let mut l = super::MappingLog::new();
+        let t = std::time::Instant::now();
+        let ch = l.diff_blocks(&[b(1024)], t);
+        assert_eq!(ch.allocated.len(), 1);
+        // More mappings in the same block: nothing to log.
+        let ch = l.diff_blocks(
+            &[PortBlock {
+                in_use: 40,
+                ..b(1024)
+            }],
+            t,
+        );
+        assert_eq!(ch, super::BlockChanges::default());
+        let ch = l.diff_blocks(&[b(1024), b(4096)], t);
+        assert_eq!(
+            ch.allocated,
+            vec![(b(4096).inside, b(4096).public, 4096, 64)]
+        );
+        let ch = l.diff_blocks(&[b(4096)], t);
+        assert_eq!(ch.released.len(), 1);
+        assert_eq!(ch.released[0].0.2, 1024);
+    }
     use super::*;
     use std::time::Duration;
 

@@ -135,6 +135,21 @@ pub struct SynCounters {
     pub holding: u64,
 }
 
+/// Port blocks (`--port-block-size`, RFC 6888 REQ-14).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockReport {
+    /// Ports per block.
+    pub size: u16,
+    /// Blocks held now.
+    pub in_use: u64,
+    /// Subscribers holding at least one block.
+    pub subscribers: u64,
+    /// Ports of the held blocks in use by mappings (all protocols).
+    pub ports_in_use: u64,
+    /// The blocks: "INSIDE PUBLIC:FIRST-LAST".
+    pub blocks: Vec<String>,
+}
+
 /// Everything `rnat stats` and the metrics endpoint report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsReport {
@@ -166,6 +181,9 @@ pub struct StatsReport {
     /// The PCP/NAT-PMP server, when it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pcp: Option<crate::control::pcp::PcpReport>,
+    /// Port blocks, in block mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_blocks: Option<BlockReport>,
 }
 
 const PROTOS: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Icmp];
@@ -305,6 +323,29 @@ impl Observer {
                 replies_sent: ld(&g.replies_sent),
             },
             pcp: self.pcp.as_ref().map(|p| p.report(explicit.len() as u64)),
+            port_blocks: (cfg.port_block_size != 0).then(|| {
+                let b = self.engine.port_blocks();
+                let subs: std::collections::HashSet<Ipv4Addr> =
+                    b.iter().map(|x| x.inside).collect();
+                BlockReport {
+                    size: cfg.port_block_size,
+                    in_use: b.len() as u64,
+                    subscribers: subs.len() as u64,
+                    ports_in_use: b.iter().map(|x| x.in_use as u64).sum(),
+                    blocks: b
+                        .iter()
+                        .map(|x| {
+                            format!(
+                                "{} {}:{}-{}",
+                                x.inside,
+                                x.public,
+                                x.first_port,
+                                x.last_port()
+                            )
+                        })
+                        .collect(),
+                }
+            }),
         }
     }
 }
@@ -417,6 +458,16 @@ pub fn format_stats(r: &StatsReport) -> String {
             nz(&p.natpmp_results),
             p.ignored
         );
+    }
+    if let Some(b) = &r.port_blocks {
+        let _ = writeln!(
+            o,
+            "port blocks       {} in use ({} ports each) by {} subscribers, {} ports mapped",
+            b.in_use, b.size, b.subscribers, b.ports_in_use
+        );
+        for x in &b.blocks {
+            let _ = writeln!(o, "  block           {x}");
+        }
     }
     let g = &r.gateway;
     let _ = writeln!(
