@@ -405,3 +405,87 @@ fn observe_mapping_log_in_json() {
     assert_eq!(v["target"], "rnat::mapping", "{v:#}");
     assert!(!line.contains(SRV_IP), "no destination: {line}");
 }
+
+/// The public source port of each outgoing TCP SYN in a tcpdump text ("IP A.B.C.D.PORT > ...").
+fn syn_ports(text: &str, from: &str) -> Vec<u16> {
+    text.lines()
+        .filter(|l| l.contains("Flags [S]"))
+        .filter_map(|l| {
+            let src = l.split(" IP ").nth(1)?.split(" > ").next()?;
+            let (ip, port) = src.rsplit_once('.')?;
+            (ip == from).then(|| port.parse().ok()).flatten()
+        })
+        .collect()
+}
+
+#[test]
+fn rfc6888_req14_port_block_mode_end_to_end() {
+    require_root!();
+    let lab = Lab::new();
+    let rnat = lab.start_rnat(&["--port-block-size", "64", "--log-mappings"]);
+    let echo = start_udp_echo(&lab);
+    let http = start_http(&lab, 2000);
+    let syns = lab.capture("srv", "eth0", "tcp dst port 8080");
+    // Several flows from h1: four UDP (fixed source ports) and three TCP connections.
+    for p in 0..4u16 {
+        udp_request(&lab, "h1", &format!("blk{p}"), Some(40_001 + p))
+            .unwrap_or_else(|e| rnat.fail(&e));
+    }
+    for _ in 0..3 {
+        curl_download(&lab, "h1", &http.url, &[]).unwrap_or_else(|e| rnat.fail(&e));
+    }
+    let seen = syns.stop();
+    let mut ports: Vec<u16> = echo
+        .peers()
+        .into_iter()
+        .filter(|(ip, _)| ip == GW_PUBLIC_IP)
+        .map(|(_, p)| p)
+        .collect();
+    let udp_n = ports.len();
+    let tcp = syn_ports(&seen.text, GW_PUBLIC_IP);
+    let tcp_n = tcp.len();
+    ports.extend(tcp);
+    if udp_n < 4 || tcp_n < 3 {
+        rnat.fail(&format!(
+            "the server saw {udp_n} UDP and {tcp_n} TCP flows from {GW_PUBLIC_IP}: {ports:?}\n{}",
+            seen.text
+        ));
+    }
+    // All of them from one 64-aligned block.
+    let first = ports[0] & !63;
+    assert!(first >= 1024, "{ports:?}");
+    for p in &ports {
+        assert_eq!(p & !63, first, "port {p} outside block {first}: {ports:?}");
+    }
+    // The mapping log has one block line, and no per-mapping lines.
+    let log = wait_stderr(&rnat, "a block line", |e| {
+        e.contains("port block allocated")
+    });
+    let blocks: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("port block allocated"))
+        .collect();
+    assert_eq!(blocks.len(), 1, "{log}");
+    let range = format!("{first}-{}", first + 63);
+    assert!(
+        blocks[0].contains(H1_IP) && blocks[0].contains(&range),
+        "{}",
+        blocks[0]
+    );
+    assert!(!log.contains("mapping created"), "{log}");
+    // stats shows the block; sessions are listed as before.
+    let stats = client_json(&lab, &rnat, &["stats", "--json"]);
+    let b = &stats["port_blocks"];
+    assert_eq!(b["size"], 64, "{stats:#}");
+    assert_eq!(b["in_use"], 1, "{stats:#}");
+    let want = format!("{H1_IP} {GW_PUBLIC_IP}:{range}");
+    assert_eq!(b["blocks"][0], want.as_str(), "{stats:#}");
+    let text = client_ok(&lab, &rnat, &["stats"]);
+    assert!(
+        text.contains("port blocks       1 in use (64 ports each)"),
+        "{text}"
+    );
+    let sessions = client_json(&lab, &rnat, &["sessions", "--json"]);
+    assert!(rows(&sessions).len() >= 7, "{sessions:#}");
+    drop(http);
+}
