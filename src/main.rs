@@ -736,12 +736,35 @@ async fn serve(args: GatewayArgs, mut cli: Settings, log: Option<LogHandle>) -> 
     let mut sighup = signal(SignalKind::hangup())?;
     let backend = cli.backend;
     let mut threads = Vec::with_capacity(gws.len());
+    let prio = cli.realtime_priority;
+    let (sched_tx, sched_rx) = std::sync::mpsc::channel();
     for (i, mut gw) in gws.into_iter().enumerate() {
+        let sched_tx = sched_tx.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("rnat-worker-{i}"))
-                .spawn(move || gw.run())?,
+                .spawn(move || {
+                    if prio > 0 {
+                        let r = rnat::datapath::set_realtime(prio);
+                        let failed = r.is_err();
+                        let _ = sched_tx.send(r);
+                        if failed {
+                            return Ok(());
+                        }
+                    }
+                    gw.run()
+                })?,
         );
+    }
+    if prio > 0 {
+        for _ in 0..threads.len() {
+            sched_rx
+                .recv()
+                .context("a datapath thread ended before it started")?
+                .with_context(|| {
+                    format!("--realtime-priority {prio}: SCHED_FIFO for the workers (needs CAP_SYS_NICE)")
+                })?;
+        }
     }
 
     let publics: Vec<String> = cfg.public_addrs.iter().map(|a| a.to_string()).collect();

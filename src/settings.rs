@@ -142,6 +142,11 @@ pub struct GatewayArgs {
     /// the gaps between frames); 0 switches it off [default: 0].
     #[arg(long, value_name = "US")]
     pub busy_poll_us: Option<u64>,
+    /// Run the datapath workers under SCHED_FIFO at this priority (1-99), so that on a busy
+    /// machine they run as soon as frames arrive, like the kernel's own packet processing; needs
+    /// CAP_SYS_NICE. 0: normal scheduling [default: 0].
+    #[arg(long, value_name = "PRIO")]
+    pub realtime_priority: Option<u8>,
     /// Switch NIC offloads off on both interfaces for the run (not needed: rnat handles GSO and
     /// partial checksums).
     #[arg(long)]
@@ -223,6 +228,7 @@ pub struct FileConfig {
     pub rx_mode: Option<String>,
     pub workers: Option<usize>,
     pub busy_poll_us: Option<u64>,
+    pub realtime_priority: Option<u8>,
     pub offloads_off: Option<bool>,
     pub no_reserve_ports: Option<bool>,
     pub run_dir: Option<PathBuf>,
@@ -285,6 +291,8 @@ pub struct Settings {
     pub workers: usize,
     /// Busy-poll window after traffic, microseconds (0: off).
     pub busy_poll_us: u64,
+    /// SCHED_FIFO priority of the workers (0: normal scheduling).
+    pub realtime_priority: u8,
     pub offloads_off: bool,
     pub reserve_ports: bool,
     pub run_dir: PathBuf,
@@ -440,6 +448,7 @@ impl Settings {
                 .busy_poll_us
                 .or(f.busy_poll_us)
                 .unwrap_or(DEFAULT_BUSY_POLL_US),
+            realtime_priority: a.realtime_priority.or(f.realtime_priority).unwrap_or(0),
             offloads_off: a.offloads_off || f.offloads_off.unwrap_or(false),
             reserve_ports: !(a.no_reserve_ports || f.no_reserve_ports.unwrap_or(false)),
             run_dir: a
@@ -471,6 +480,9 @@ impl Settings {
         if s.inside == s.outside {
             bail!("--inside and --outside must be different interfaces");
         }
+        if s.realtime_priority > 99 {
+            bail!("--realtime-priority must be between 0 (off) and 99");
+        }
         Ok(s)
     }
 
@@ -494,6 +506,7 @@ impl Settings {
             max_sessions => "max-sessions", backend => "backend", offloads_off => "offloads-off",
             rx_mode => "rx-mode",
             workers => "workers", busy_poll_us => "busy-poll-us",
+            realtime_priority => "realtime-priority",
             forwards => "forward", max_ports_per_subscriber => "max-ports-per-subscriber",
             max_sessions_per_subscriber => "max-sessions-per-subscriber",
             port_block_size => "port-block-size",

@@ -56,3 +56,37 @@ fn e2e_workers_busy_poll_ping_and_tcp() {
         scenarios::http_download(lab, "h1")
     });
 }
+
+/// `--realtime-priority`: every datapath worker runs under SCHED_FIFO at that priority (the
+/// control plane does not), and traffic flows.
+#[test]
+fn e2e_workers_realtime_priority() {
+    require_root!();
+    let lab = Lab::new();
+    let mut rnat = lab.start_rnat(&["--workers", "2", "--realtime-priority", "7"]);
+    scenarios::ping(&lab, "h1").unwrap_or_else(|e| rnat.fail(&e));
+    let pid = rnat.pid();
+    let mut workers = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = t.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3, rt_priority 40, policy 41.
+        let rest: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(vec![], |(_, r)| r.split_whitespace().collect());
+        let (rt_prio, policy) = (rest.get(37).copied(), rest.get(38).copied());
+        if comm.starts_with("rnat-worker") {
+            workers += 1;
+            assert_eq!(
+                (rt_prio, policy),
+                (Some("7"), Some("1")),
+                "{comm}: SCHED_FIFO (1) at 7"
+            );
+        } else {
+            assert_eq!(policy, Some("0"), "{comm}: normal scheduling");
+        }
+    }
+    assert_eq!(workers, 2);
+    assert!(rnat.is_running());
+}

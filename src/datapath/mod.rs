@@ -195,6 +195,23 @@ fn if_ioctl(ifname: &str, req: libc::Ioctl) -> io::Result<libc::ifreq> {
     Ok(ifr)
 }
 
+/// Puts the calling thread under the real-time policy SCHED_FIFO at `priority` (1..=99): it then
+/// runs before every normal thread of the machine when it wakes, as the kernel's own softirq
+/// processing does. Needs CAP_SYS_NICE (or an RLIMIT_RTPRIO that allows it).
+pub fn set_realtime(priority: u8) -> io::Result<()> {
+    if !(1..=99).contains(&priority) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "real-time priority must be between 1 and 99",
+        ));
+    }
+    let param = libc::sched_param {
+        sched_priority: priority as libc::c_int,
+    };
+    // SAFETY: `param` is a valid sched_param for the duration of the call; pid 0 is this thread.
+    cvt(unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) }).map(drop)
+}
+
 /// Index of `ifname` in the calling thread's network namespace.
 pub fn if_index(ifname: &str) -> io::Result<u32> {
     let ifr = if_ioctl(ifname, libc::SIOCGIFINDEX)?;
