@@ -136,3 +136,96 @@ fn e2e_rfc5780_endpoint_independent_filtering() {
         ]
     );
 }
+
+/// The same discovery with a real RFC 5780 client and server: coturn's `turnutils_natdiscovery`
+/// on h1 against `turnserver` (STUN only) on srv with two addresses. Returns the client's output.
+fn coturn_discovery(filtering: &str, tests: &[&str]) -> String {
+    let lab = Lab::new();
+    lab.exec_ok(
+        "srv",
+        &["ip", "addr", "add", &format!("{SRV2_IP}/24"), "dev", "eth0"],
+    );
+    let mut rnat = lab.start_rnat(&["--filtering", filtering]);
+    let _turn = lab.spawn(
+        "srv",
+        &[
+            "turnserver",
+            "--stun-only",
+            "-L",
+            SRV_IP,
+            "-L",
+            SRV2_IP,
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "-n",
+            "--log-file",
+            "stdout",
+        ],
+    );
+    lab.wait_listening("srv", "udp", 3479, Duration::from_secs(10));
+    let mut argv = vec!["turnutils_natdiscovery"];
+    argv.extend_from_slice(tests);
+    argv.push(SRV_IP);
+    let out = lab.exec_timeout("h1", &argv, Duration::from_secs(30));
+    let text = output_text(&out);
+    if !rnat.is_running() {
+        rnat.fail(&text);
+    }
+    text
+}
+
+/// `turnutils_natdiscovery -m -f`: its verdict lines for mapping and filtering.
+fn coturn_verdicts(filtering: &str) -> Vec<String> {
+    let text = coturn_discovery(filtering, &["-m", "-f"]);
+    let v: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("NAT with"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(v.len(), 2, "two verdicts expected:\n{text}");
+    v
+}
+
+#[test]
+fn e2e_rfc5780_coturn_natdiscovery_default_apdf() {
+    require_root!();
+    assert_eq!(
+        coturn_verdicts("address-and-port-dependent"),
+        [
+            "NAT with Endpoint Independent Mapping!",
+            "NAT with Address and Port Dependent Filtering!"
+        ]
+    );
+}
+
+#[test]
+fn e2e_rfc5780_coturn_natdiscovery_address_dependent() {
+    require_root!();
+    assert_eq!(
+        coturn_verdicts("address-dependent"),
+        [
+            "NAT with Endpoint Independent Mapping!",
+            "NAT with Address Dependent Filtering!"
+        ]
+    );
+}
+
+/// Endpoint-independent filtering, and coturn's hairpinning test (RFC 4787 REQ-9): the client
+/// sends a binding request to its own public mapping, and receives it back through rnat.
+#[test]
+fn e2e_rfc5780_coturn_natdiscovery_eif_and_hairpinning() {
+    require_root!();
+    assert_eq!(
+        coturn_verdicts("endpoint-independent"),
+        [
+            "NAT with Endpoint Independent Mapping!",
+            "NAT with Endpoint Independent Filtering!"
+        ]
+    );
+    let text = coturn_discovery("endpoint-independent", &["-H"]);
+    assert!(
+        text.contains("successful hairpinning"),
+        "hairpinning not seen:\n{text}"
+    );
+}
