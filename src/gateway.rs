@@ -61,10 +61,46 @@ const ARP_RETRY: Duration = Duration::from_secs(1);
 const LEARNED_TTL: Duration = Duration::from_secs(300);
 const MAX_PENDING_REPLIES: usize = 64;
 
-/// Queues a frame generated or hairpinned during a receive batch (bounded; copies the frame).
-fn queue(out: &mut Vec<(Vec<u8>, FrameInfo)>, frame: &[u8], info: FrameInfo) {
-    if out.len() < MAX_PENDING_REPLIES {
-        out.push((frame.to_vec(), info));
+/// Frames generated or hairpinned during a receive batch, sent after it: at most
+/// `MAX_PENDING_REPLIES` (more are dropped), copied into buffers that are kept from batch to batch,
+/// so that hairpinned traffic and ICMP errors allocate nothing once the buffers have grown.
+struct Pending {
+    bufs: Vec<(Vec<u8>, FrameInfo)>,
+    len: usize,
+}
+
+impl Pending {
+    fn new() -> Self {
+        Pending {
+            bufs: Vec::with_capacity(MAX_PENDING_REPLIES),
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Queues a copy of `frame` (bounded).
+    fn push(&mut self, frame: &[u8], info: FrameInfo) {
+        if self.len >= MAX_PENDING_REPLIES {
+            return;
+        }
+        if self.len == self.bufs.len() {
+            self.bufs
+                .push((Vec::with_capacity(frame.len().max(128)), info));
+        }
+        let (buf, i) = &mut self.bufs[self.len];
+        buf.clear();
+        buf.extend_from_slice(frame);
+        *i = info;
+        self.len += 1;
+    }
+
+    /// The queued frames, in order; the queue is empty afterwards.
+    fn take(&mut self) -> impl Iterator<Item = &(Vec<u8>, FrameInfo)> {
+        let n = std::mem::take(&mut self.len);
+        self.bufs[..n].iter()
     }
 }
 
@@ -167,7 +203,7 @@ struct Side {
     neigh: Neighbours,
     /// Frames for this side produced while receiving (ICMP errors, ARP requests, hairpinned
     /// frames), sent after the batch.
-    out: Vec<(Vec<u8>, FrameInfo)>,
+    out: Pending,
     /// `--pcap`: what crosses this interface.
     pcap: Option<PcapWriter>,
 }
@@ -178,7 +214,7 @@ impl Side {
     }
 
     fn queue(&mut self, frame: &[u8]) {
-        queue(&mut self.out, frame, FrameInfo::default());
+        self.out.push(frame, FrameInfo::default());
     }
 
     fn arp_request(&mut self, target: u32) {
@@ -240,7 +276,7 @@ impl GatewayWorker {
             port,
             link,
             neigh: Neighbours::new(),
-            out: Vec::with_capacity(MAX_PENDING_REPLIES),
+            out: Pending::new(),
             pcap: None,
         };
         GatewayWorker {
@@ -330,9 +366,9 @@ impl GatewayWorker {
                 .take_unanswered_syns(now, &mut self.scratch, room, |f| out.queue(f));
         }
         for side in [&mut self.inside, &mut self.outside] {
-            for (f, info) in side.out.drain(..) {
-                capture(&mut side.pcap, &f);
-                if side.port.tx(&f, &info).is_err() {
+            for (f, info) in side.out.take() {
+                capture(&mut side.pcap, f);
+                if side.port.tx(f, info).is_err() {
                     GatewayStats::bump(&self.stats.tx_errors);
                 } else {
                     GatewayStats::bump(&self.stats.replies_sent);
@@ -401,7 +437,7 @@ impl GatewayWorker {
                                 a.sender_mac(),
                                 a.sender_ip(),
                             );
-                            queue(rx_out, &r, FrameInfo::default());
+                            rx_out.push(&r, FrameInfo::default());
                             GatewayStats::bump(&stats.arp_replies);
                         }
                     }
@@ -427,7 +463,7 @@ impl GatewayWorker {
                         e.set_src(tx.link.mac);
                         send(tx, frame, info, frag_buf, stats);
                     }
-                    Verdict::Reply(len) => queue(rx_out, &scratch[..len], FrameInfo::default()),
+                    Verdict::Reply(len) => rx_out.push(&scratch[..len], FrameInfo::default()),
                     Verdict::Hairpin => {
                         // Back out of the interface it came from, to the inside host that owns
                         // the public endpoint it was sent to.
@@ -437,7 +473,7 @@ impl GatewayWorker {
                                 let mut e = Ethernet::new_unchecked(&mut *frame);
                                 e.set_dst(mac);
                                 e.set_src(rx_mac);
-                                queue(rx_out, frame, *info);
+                                rx_out.push(frame, *info);
                             }
                             None => GatewayStats::bump(&stats.no_neighbour),
                         }
