@@ -55,6 +55,7 @@ pub trait Port: Send {
 }
 
 pub mod afpacket;
+pub mod hint;
 pub mod memory;
 pub mod pnet;
 #[cfg(feature = "xdp")]

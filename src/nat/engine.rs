@@ -9,6 +9,7 @@ use super::table::{
 };
 use super::tcp::TcpState;
 use super::{Direction, Proto, Time};
+use crate::datapath::hint;
 use crate::wire::bytes::{be16, be32, put16, put32};
 use crate::wire::checksum;
 use crate::wire::{Ethernet, Icmp, Ipv4, Tcp, Udp, ethertype, proto};
@@ -21,6 +22,27 @@ use std::time::Duration;
 /// Frames per group in [`Worker::process_batch`]: enough to overlap the cache misses of a group,
 /// few enough that its lines are still cached when the group is translated.
 const BATCH: usize = 16;
+
+/// Stage 1's result for one frame of a batch group: what stage 2 needs, hashes included, so they
+/// are computed once for both stages.
+#[derive(Clone, Copy)]
+enum Ahead {
+    /// Nothing to prefetch (not IPv4 TCP/UDP/ICMP, too short, not to a public address).
+    Skip,
+    Out {
+        si: usize,
+        h: u64,
+        mh: u64,
+        src: u32,
+        sport: u16,
+        proto: Proto,
+    },
+    In {
+        pub_idx: u8,
+        proto: Proto,
+        dport: u16,
+    },
+}
 
 /// What the datapath should do with a frame after [`Worker::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -460,11 +482,18 @@ impl Worker {
     /// frame for [`Verdict::Reply`], else empty) before the next frame. `metas[i]` is frame `i`'s
     /// offload state (missing entries: the default).
     ///
-    /// Before translating, a first pass reads, for every frame of a group of 16, a table line its
-    /// lookup will need (outbound: the session index slot; inbound: the port ownership word),
-    /// without taking any lock. Those reads are independent of each other, so the CPU overlaps
-    /// their cache misses instead of taking them one after the other. The pass only reads; what
-    /// it finds is not trusted.
+    /// On a table larger than a core's L2 (`Table::warm_batches`), the frames go through a
+    /// software-prefetch pipeline, in groups of 16, that takes no lock and reads no record, so the
+    /// cache misses of a group's lookups overlap instead of coming one after the other:
+    /// 1. per frame, the keyed hashes (kept for stage 2), and a prefetch of the line the lookup
+    ///    starts from (outbound: the session-index home slot; inbound: the port ownership word);
+    ///    done for the next group before the current one is translated;
+    /// 2. per frame, that (by now cached) line is read lock-free and the record it names is
+    ///    prefetched (outbound: the session whose tag matches, or for a likely new flow the
+    ///    mapping-index slot and the port word it will try to claim; inbound: the owner's mapping);
+    /// 3. the frames are translated in order, by `process`.
+    ///
+    /// What the first two stages read is only a hint: it may be stale, and is never trusted.
     pub fn process_batch<F: AsMut<[u8]>>(
         &self,
         dir: Direction,
@@ -474,19 +503,30 @@ impl Worker {
         scratch: &mut [u8],
         mut done: impl FnMut(usize, Verdict, &[u8]),
     ) {
+        // A table that fits the caches has no misses to overlap: the stages would only cost.
+        let warm = self.engine.table.warm_batches;
+        let mut next = [Ahead::Skip; BATCH];
+        if warm {
+            let end = frames.len().min(BATCH);
+            self.prefetch_first_group(dir, &mut frames[..end], &mut next);
+        }
         let mut start = 0;
         while start < frames.len() {
             let end = frames.len().min(start + BATCH);
-            // A table that fits the caches has no misses to overlap: the pass would only cost.
-            if self.engine.table.warm_batches {
-                let mut touched = 0u64;
-                for f in &mut frames[start..end] {
-                    touched = touched.wrapping_add(self.warm(dir, f.as_mut()));
+            if warm {
+                // Stage 2 for this group (its first lines were fetched a group earlier, or just
+                // now for the first group), then stage 1 for the next group, so that its lines
+                // arrive while this one is translated.
+                for a in &next[..end - start] {
+                    self.prefetch_second(a);
                 }
-                std::hint::black_box(touched);
+                let after = frames.len().min(end + BATCH);
+                if end < after {
+                    self.prefetch_first_group(dir, &mut frames[end..after], &mut next);
+                }
             }
-            for (i, f) in frames[start..end].iter_mut().enumerate() {
-                let i = start + i;
+            for (k, f) in frames[start..end].iter_mut().enumerate() {
+                let i = start + k;
                 let meta = metas.get(i).copied().unwrap_or_default();
                 let v = self.process(dir, f.as_mut(), meta, now, scratch);
                 let reply = match v {
@@ -499,22 +539,37 @@ impl Worker {
         }
     }
 
-    /// The batch's first pass for one frame: reads the table lines its lookup will touch and
-    /// returns something derived from them (so the reads are not optimised away). No effects.
+    /// Stage 1 of the batch pipeline for one group (at most [`BATCH`] frames): keys into `ahead`,
+    /// first lines prefetched. No effects beyond the caches.
     #[inline]
-    fn warm(&self, dir: Direction, f: &[u8]) -> u64 {
+    fn prefetch_first_group<F: AsMut<[u8]>>(
+        &self,
+        dir: Direction,
+        frames: &mut [F],
+        ahead: &mut [Ahead; BATCH],
+    ) {
+        for (a, f) in ahead.iter_mut().zip(frames.iter_mut()) {
+            *a = self.ahead_key(dir, f.as_mut());
+            self.prefetch_first(a);
+        }
+    }
+
+    /// Stage 1's parse: the key of the frame's first table access, from a light parse (the full
+    /// checks come in `process`; a frame they reject costs only a useless prefetch here).
+    #[inline]
+    fn ahead_key(&self, dir: Direction, f: &[u8]) -> Ahead {
         let Some(ip) = f.get(L3..L3 + 20) else {
-            return 0;
+            return Ahead::Skip;
         };
         let l4 = L3 + (ip[0] as usize & 15) * 4;
         let Some(ports) = f.get(l4..l4 + 8) else {
-            return 0;
+            return Ahead::Skip;
         };
         let (proto, p) = match ip[9] {
             proto::TCP => (Proto::Tcp, proto::TCP),
             proto::UDP => (Proto::Udp, proto::UDP),
             proto::ICMP => (Proto::Icmp, proto::ICMP),
-            _ => return 0,
+            _ => return Ahead::Skip,
         };
         let (src, dst) = (be32(ip, 12), be32(ip, 16));
         let (sport, dport) = match proto {
@@ -525,25 +580,90 @@ impl Worker {
         match dir {
             Direction::Outbound => {
                 let mh = map_hash(t.seed, p, src, sport);
-                let si = t.shard_of(mh);
-                let h = sess_hash(t.seed, p, src, sport, dst, dport);
-                let w = t.sess_views.get(si).map_or(0, |v| v.touch(h));
-                if w as u32 == h as u32 {
-                    return w; // Likely an established flow: that slot is all it needs.
+                Ahead::Out {
+                    si: t.shard_of(mh),
+                    h: sess_hash(t.seed, p, src, sport, dst, dport),
+                    mh,
+                    src,
+                    sport,
+                    proto,
                 }
-                // Likely a new flow: it will also look up its mapping and try to claim its own
-                // port on the address paired with its source.
+            }
+            Direction::Inbound => match t.addrs.public_index(dst) {
+                Some(pub_idx) => Ahead::In {
+                    pub_idx,
+                    proto,
+                    dport,
+                },
+                None => Ahead::Skip,
+            },
+        }
+    }
+
+    /// Stage 1's prefetch: the line the lookup starts from. (Where the target has no prefetch,
+    /// nothing: stage 2's loads, independent across the group, then overlap instead.)
+    #[inline]
+    fn prefetch_first(&self, a: &Ahead) {
+        let t = &self.engine.table;
+        match *a {
+            Ahead::Out { si, h, .. } => {
+                if let Some(v) = t.sess_views.get(si) {
+                    hint::prefetch(v.home_addr(h));
+                }
+            }
+            Ahead::In {
+                pub_idx,
+                proto,
+                dport,
+            } => hint::prefetch(t.ports.word_addr(pub_idx, proto, dport)),
+            Ahead::Skip => {}
+        }
+    }
+
+    /// Stage 2: reads the line stage 1 fetched (lock-free, a hint) and prefetches the record it
+    /// names. Session and mapping records are only prefetched, never read, without their lock.
+    #[inline]
+    fn prefetch_second(&self, a: &Ahead) {
+        let t = &self.engine.table;
+        match *a {
+            Ahead::Out {
+                si,
+                h,
+                mh,
+                src,
+                sport,
+                proto,
+            } => {
+                let cand = t.sess_views.get(si).and_then(|v| v.candidate(h));
+                if let Some(rec) = cand.and_then(|id| t.sess_slabs.get(si)?.record(id)) {
+                    // Likely an established flow: its session record is all it needs.
+                    hint::prefetch_span(rec.0, rec.1);
+                    return;
+                }
+                // Likely a new flow: it will look up its mapping and try to claim its own port on
+                // the address paired with its source.
+                if let Some(v) = t.map_views.get(si) {
+                    hint::prefetch(v.home_addr(mh));
+                }
                 let n_pub = self.engine.cfg.public_addrs.len().max(1) as u64;
                 let pub_idx = (mix(t.seed, src as u64, 0x9a1) % n_pub) as u8;
-                w ^ t.map_views.get(si).map_or(0, |v| v.touch(mh))
-                    ^ t.ports.owner(pub_idx, proto, sport) as u64
+                hint::prefetch(t.ports.word_addr(pub_idx, proto, sport));
             }
-            Direction::Inbound => {
-                let Some(pub_idx) = t.addrs.public_index(dst) else {
-                    return 0;
-                };
-                t.ports.owner(pub_idx, proto, dport) as u64
+            Ahead::In {
+                pub_idx,
+                proto,
+                dport,
+            } => {
+                // The owner's mapping record; the session index slot after it needs the mapping's
+                // contents (the inside endpoint), which only the lock may read.
+                let owner = owner_parts(t.ports.owner(pub_idx, proto, dport));
+                let rec =
+                    owner.and_then(|(si, mid)| t.map_slabs.get(si & t.shard_mask)?.record(mid));
+                if let Some((addr, len)) = rec {
+                    hint::prefetch_span(addr, len);
+                }
             }
+            Ahead::Skip => {}
         }
     }
 

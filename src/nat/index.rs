@@ -48,13 +48,62 @@ pub(crate) struct IndexView {
     slots: Arc<[AtomicU64]>,
 }
 
+/// How many slots from its home [`IndexView::candidate`] looks at: at the index's load factor
+/// (3/4 at most) nearly every entry sits that close to its home.
+const HINT_PROBE: usize = 4;
+
 impl IndexView {
-    /// Loads `hash`'s home slot; returns its word.
     #[inline]
-    pub fn touch(&self, hash: u64) -> u64 {
-        let n = self.slots.len() as u64;
-        let i = ((tag_of(hash) as u64 * n) >> 32) as usize;
-        self.slots.get(i).map_or(0, |w| w.load(Relaxed))
+    fn home(&self, hash: u64) -> usize {
+        ((tag_of(hash) as u64 * self.slots.len() as u64) >> 32) as usize
+    }
+
+    /// The address of `hash`'s home slot, for a prefetch (the slot is not read).
+    #[inline]
+    pub fn home_addr(&self, hash: u64) -> usize {
+        self.slots
+            .get(self.home(hash))
+            .map_or(0, |w| w as *const AtomicU64 as usize)
+    }
+
+    /// The id of the first entry, at most [`HINT_PROBE`] slots from `hash`'s home, whose tag is
+    /// `hash`'s: the likely owner of the key, whose record the caller may prefetch. Read without
+    /// the owner's lock, so only a hint (the key is not checked, the slots may be changing).
+    #[inline]
+    pub fn candidate(&self, hash: u64) -> Option<u32> {
+        let tag = tag_of(hash);
+        let n = self.slots.len();
+        let mut i = self.home(hash);
+        for _ in 0..HINT_PROBE.min(n) {
+            let s = Slot::unpack(self.slots.get(i)?.load(Relaxed));
+            if s.id == EMPTY {
+                return None;
+            }
+            if s.tag == tag {
+                return Some(s.id);
+            }
+            i = if i + 1 == n { 0 } else { i + 1 };
+        }
+        None
+    }
+}
+
+/// A lock-free handle on a [`Slab`]'s memory: its base address and record size, so that the batch
+/// path can compute (and prefetch) a record's address without the owner's lock. It never reads
+/// the records; the slab never moves or grows, so the address stays right for the table's life.
+#[derive(Clone, Copy)]
+pub(crate) struct SlabView {
+    base: usize,
+    len: usize,
+    size: usize,
+}
+
+impl SlabView {
+    /// Address and size of record `id`; `None` past the slab.
+    #[inline]
+    pub fn record(&self, id: u32) -> Option<(usize, usize)> {
+        let id = id as usize;
+        (id < self.len).then(|| (self.base + id * self.size, self.size))
     }
 }
 
@@ -280,6 +329,15 @@ impl<T: Recycle> Slab<T> {
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.items)
     }
+
+    /// A lock-free handle on the records' addresses.
+    pub fn view(&self) -> SlabView {
+        SlabView {
+            base: self.items.as_ptr() as usize,
+            len: self.items.len(),
+            size: std::mem::size_of::<T>(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -322,6 +380,32 @@ mod tests {
         assert!(idx.insert(4 << 28, 4));
     }
 
+    /// The lock-free hint finds entries near their home, says `None` for absent keys and empty
+    /// homes, and follows removals.
+    #[test]
+    fn view_candidate_follows_the_index() {
+        let mut idx = Index::with_capacity(64);
+        let v = idx.view();
+        // Distinct tags spread over the slots (homes come from the tag's top bits).
+        let hash = |k: u32| (0xabcd_u64 << 40) | (k as u64 * (u32::MAX as u64 / 64) + 7);
+        for k in 0..32 {
+            assert_eq!(v.candidate(hash(k)), None);
+            assert!(idx.insert(hash(k), 100 + k));
+        }
+        for k in 0..32 {
+            assert_eq!(v.candidate(hash(k)), Some(100 + k), "key {k}");
+            assert_ne!(v.home_addr(hash(k)), 0);
+        }
+        // Same home as key 3, another tag: not a candidate.
+        assert_eq!(v.candidate(hash(3) + 1), None);
+        assert!(idx.remove(hash(3), 103));
+        assert_eq!(v.candidate(hash(3)), None);
+        // A colliding run: the second entry sits one slot past its home.
+        assert!(idx.insert(hash(40) ^ 1, 7));
+        assert!(idx.insert(hash(40) ^ 2, 8));
+        assert_eq!(v.candidate(hash(40) ^ 2), Some(8));
+    }
+
     #[derive(Debug, PartialEq, Clone, Copy)]
     struct Rec(u32, bool);
     impl Recycle for Rec {
@@ -348,5 +432,13 @@ mod tests {
         assert_eq!(s.alloc(Rec(15, true)), Some(a));
         assert_eq!(*s.get(a), Rec(15, true));
         assert!(s.alloc(Rec(16, true)).is_none());
+        let v = s.view();
+        let base = v.record(0).unwrap().0;
+        assert_eq!(
+            v.record(2),
+            Some((base + 2 * size_of::<Rec>(), size_of::<Rec>()))
+        );
+        assert_eq!(base, s.get(0) as *const Rec as usize);
+        assert_eq!(v.record(3), None);
     }
 }
