@@ -126,9 +126,9 @@ pub struct GatewayArgs {
     /// rnat's own XDP program; needs a build with `--features xdp`).
     #[arg(long)]
     pub backend: Option<Backend>,
-    /// af_packet receive path: mmsg (recvmmsg batches, woken per frame, the default), v2
-    /// (TPACKET_V2 ring, woken per frame) or v3 (TPACKET_V3 ring, woken per block: ~1 ms latency
-    /// at low rates).
+    /// af_packet receive path: v2 (TPACKET_V2 ring of MTU-sized slots, woken per frame; GSO
+    /// super-frames read whole from the socket; the default), mmsg (recvmmsg batches, woken per
+    /// frame) or v3 (TPACKET_V3 ring, woken per block: ~1 ms latency at low rates).
     #[arg(long, value_name = "MODE")]
     pub rx_mode: Option<RxMode>,
     /// Datapath threads (af_packet; each with its own sockets in a PACKET_FANOUT group per

@@ -3,7 +3,7 @@
 mod datapath_lab;
 
 use datapath_lab::*;
-use rnat::datapath::{AfPacket, AfPacketOptions, Port, RxMode, in_netns};
+use rnat::datapath::{AfPacket, AfPacketOptions, AfPacketStats, Port, RxMode, in_netns};
 
 fn mode(rx_mode: RxMode) -> AfPacketOptions {
     AfPacketOptions {
@@ -21,8 +21,8 @@ fn open(ns: &str, ifname: &str, opts: AfPacketOptions) -> AfPacket {
 
 /// Raw frames, GSO super-frames with partial checksums (metadata checked against the bytes), and
 /// none of our own namespace's transmissions (`PACKET_IGNORE_OUTGOING`), in one receive mode.
-fn rx_mode_gets_gso_metadata(tag: &str, rx_mode: RxMode) {
-    let Some(lab) = Lab::new(tag) else { return };
+fn rx_mode_gets_gso_metadata(tag: &str, rx_mode: RxMode) -> Option<AfPacketStats> {
+    let lab = Lab::new(tag)?;
     let mut port = open(&lab.ns_a, &lab.if_a, mode(rx_mode));
     let mut inj = open(&lab.ns_b, &lab.if_b, AfPacketOptions::default());
     check_rx(&lab, &mut port, &mut inj, true);
@@ -31,17 +31,34 @@ fn rx_mode_gets_gso_metadata(tag: &str, rx_mode: RxMode) {
         st.rx_frames > 0 && st.rx_truncated == 0,
         "{rx_mode:?}: {st:?}"
     );
+    Some(st)
 }
 
 #[test]
 fn afpacket_rx_gets_gso_metadata_and_not_own_traffic() {
-    assert_eq!(AfPacketOptions::default().rx_mode, RxMode::Mmsg);
     rx_mode_gets_gso_metadata("ar", RxMode::Mmsg);
 }
 
+/// V2: MTU frames in ring slots, GSO super-frames (larger than a slot) whole through the socket
+/// queue (`TP_STATUS_COPY`), both with their offload metadata.
 #[test]
 fn afpacket_rx_v2_ring_gets_gso_metadata() {
-    rx_mode_gets_gso_metadata("a2", RxMode::V2);
+    assert_eq!(
+        AfPacketOptions::default().rx_mode,
+        RxMode::V2,
+        "the default"
+    );
+    let Some(st) = rx_mode_gets_gso_metadata("a2", RxMode::V2) else {
+        return;
+    };
+    assert!(
+        st.rx_copied > 0,
+        "super-frames through the copy path: {st:?}"
+    );
+    assert!(
+        st.rx_frames > st.rx_copied,
+        "small frames through the slots: {st:?}"
+    );
 }
 
 #[test]

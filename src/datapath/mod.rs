@@ -63,7 +63,7 @@ pub mod xdp;
 #[cfg(feature = "xdp")]
 pub mod xdp_prog;
 
-pub use afpacket::{AfPacket, AfPacketOptions, Fanout, FanoutMode, RxMode};
+pub use afpacket::{AfPacket, AfPacketOptions, AfPacketStats, Fanout, FanoutMode, RxMode};
 pub use memory::{MemoryHandle, MemoryPort, memory_port};
 pub use pnet::{PnetOptions, PnetPort};
 #[cfg(feature = "xdp")]
