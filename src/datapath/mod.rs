@@ -74,7 +74,8 @@ pub use xdp_prog::{Role, XdpMode, XdpRules};
 /// Which backend [`open`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// TPACKET_V3 ring + vnet headers + sendmmsg (the default).
+    /// AF_PACKET: a TPACKET_V2 ring (or `recvmmsg` / V3, see `RxMode`) + vnet headers +
+    /// sendmmsg (the default).
     #[default]
     AfPacket,
     /// The `pnet_datalink` channel: one syscall per frame, offloads redone in software.
