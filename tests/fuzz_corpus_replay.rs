@@ -645,6 +645,24 @@ fn packet_path_seeds() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
         (
+            "blocks",
+            encode(
+                apdf,
+                mode_bits::BLOCKS | mode_bits::FORWARDS | mode_bits::NO_PRIME,
+                &(0..10u16)
+                    .map(|i| rec(OUT, udp(H1, 5000 + i, SRV, 53, b"")))
+                    .chain([
+                        rec(OUT, tcp(H2, 6000, SRV, 80, SYN, b"")),
+                        rec(IN, udp(SRV, 53, PUB, 1024, b"r")),
+                        rec(
+                            OUT | STEP_LONG | rec_bits::EXPIRE,
+                            udp(H2, 6001, SRV, 53, b""),
+                        ),
+                    ])
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        (
             "noise",
             encode(
                 apdf,

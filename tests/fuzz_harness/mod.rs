@@ -58,6 +58,8 @@ pub mod mode_bits {
     pub const QUOTAS: u8 = 0x04;
     /// Two port forwards (static mappings): tcp 1030 -> H1:22, udp 40006 -> H2:53.
     pub const FORWARDS: u8 = 0x08;
+    /// Port-block allocation with blocks of 8 ports (RFC 6888 REQ-14).
+    pub const BLOCKS: u8 = 0x10;
 }
 
 /// The control byte in front of each frame of a `packet_path` input.
@@ -164,6 +166,7 @@ pub fn config(c: u8, mode: u8) -> Config {
         } else {
             Vec::new()
         },
+        port_block_size: if mode & mode_bits::BLOCKS != 0 { 8 } else { 0 },
         ..Config::default()
     }
 }
