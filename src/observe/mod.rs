@@ -634,6 +634,26 @@ pub fn format_prometheus(r: &StatsReport) -> String {
             &one(p.mappings),
         );
     }
+    if let Some(b) = &r.port_blocks {
+        metric(
+            "rnat_port_blocks",
+            "gauge",
+            "Port blocks held by inside addresses (--port-block-size).",
+            &one(b.in_use),
+        );
+        metric(
+            "rnat_port_block_subscribers",
+            "gauge",
+            "Inside addresses holding at least one port block.",
+            &one(b.subscribers),
+        );
+        metric(
+            "rnat_port_block_ports_in_use",
+            "gauge",
+            "Ports in use inside the held blocks.",
+            &one(b.ports_in_use),
+        );
+    }
     let g = &r.gateway;
     for (name, v, help) in [
         (
@@ -688,6 +708,21 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("rnat_sessions{proto=\"tcp\",state=\"ESTABLISHED\"} 3\n"));
+        assert!(
+            !t.contains("rnat_port_blocks"),
+            "no block metrics outside block mode"
+        );
+        r.port_blocks = Some(BlockReport {
+            size: 64,
+            in_use: 3,
+            subscribers: 2,
+            ports_in_use: 70,
+            blocks: Vec::new(),
+        });
+        let t = format_prometheus(&r);
+        assert!(t.contains("rnat_port_blocks 3\n"), "{t}");
+        assert!(t.contains("rnat_port_block_subscribers 2\n"), "{t}");
+        assert!(t.contains("rnat_port_block_ports_in_use 70\n"), "{t}");
         for line in t.lines().filter(|l| !l.starts_with('#')) {
             let (name, v) = line.rsplit_once(' ').unwrap();
             assert!(name.starts_with("rnat_"), "{line}");
