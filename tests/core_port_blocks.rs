@@ -423,3 +423,36 @@ fn port_block_sizes_are_validated() {
             .contains("power of two from 8 to 4096")
     );
 }
+
+/// A block whose ports have all rested is free for another host at once, even before the next
+/// expiry pass releases it (found by the packet_path fuzzer: without this, a third host got code
+/// 13 until `Engine::expire` ran again).
+#[test]
+fn rfc6888_req14_rested_block_is_claimable_before_the_next_expiry_pass() {
+    // 1024-1055: two blocks of 16.
+    let e = Engine::new(Config {
+        public_addrs: vec![Ipv4Addr::from(PUB)],
+        port_ranges: vec![PortRange::new(1024, 1055)],
+        ..cfg(16)
+    })
+    .unwrap();
+    let w = e.worker();
+    out_udp(&w, H1, 5000, 1);
+    out_udp(&w, H2, 5000, 1);
+    // Both sessions end; their ports rest for the cool-down (120 s), the blocks stay held.
+    let t = 1 + e.config().timeouts.udp.as_secs() + 1;
+    e.expire(Time::from_secs(t));
+    assert_eq!(e.session_count(), 0);
+    assert_eq!(e.port_blocks().len(), 2, "held while their ports rest");
+    let h3 = [192, 168, 1, 9];
+    let mut f = udp(h3, 5000, SRV, 53, b"q");
+    assert!(
+        matches!(run(&w, Outbound, &mut f, t + 10), Verdict::Reply(_)),
+        "still resting: refused"
+    );
+    // Rested, and no expiry pass since: the new host gets one of them.
+    let rested = t + e.config().port_cooldown.as_secs() + 1;
+    let p = out_udp(&w, h3, 5000, rested);
+    assert_eq!(blocks_of(&e, h3).len(), 1, "{p}");
+    assert!(blocks_of(&e, H1).len() + blocks_of(&e, H2).len() <= 1);
+}

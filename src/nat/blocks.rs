@@ -49,6 +49,9 @@ pub(crate) struct PortBlocks {
     cool: Box<[AtomicU32]>,
     /// Per public address: some block may be waiting to be released.
     dirty: Box<[AtomicBool]>,
+    /// Per public address: the second of the last release pass made by a claim that found no
+    /// free block (at most one such pass per second and address).
+    last_claim_pass: Box<[AtomicU32]>,
     /// The block numbers that lie entirely inside one port range.
     eligible: Box<[u16]>,
     /// Most blocks one subscriber may hold.
@@ -95,6 +98,9 @@ impl PortBlocks {
             cool: (0..n).map(|_| AtomicU32::new(0)).collect(),
             dirty: (0..cfg.public_addrs.len())
                 .map(|_| AtomicBool::new(false))
+                .collect(),
+            last_claim_pass: (0..cfg.public_addrs.len())
+                .map(|_| AtomicU32::new(u32::MAX))
                 .collect(),
             eligible: cfg
                 .port_blocks()
@@ -208,7 +214,16 @@ impl Engine {
         {
             return None;
         }
-        let Some(blk) = self.claim_new_block(b, sh, pub_idx, ip, now_s) else {
+        let mut got = self.claim_new_block(b, sh, pub_idx, ip, now_s);
+        if got.is_none()
+            && b.last_claim_pass[pub_idx as usize].swap(now_s, SeqCst) != now_s
+            && self.release_idle_blocks(b, pub_idx, now_s) > 0
+        {
+            // Blocks that have become free since the last expiry pass (their ports have rested
+            // but `expire` has not run yet): released now, so the host is not refused for them.
+            got = self.claim_new_block(b, sh, pub_idx, ip, now_s);
+        }
+        let Some(blk) = got else {
             if let Some(s) = sub {
                 give(&s.blocks);
             }
@@ -369,36 +384,43 @@ impl Engine {
             return 0;
         };
         let now_s = now.secs_u32();
+        (0..b.dirty.len())
+            .map(|pub_idx| self.release_idle_blocks(b, pub_idx as u8, now_s))
+            .sum()
+    }
+
+    /// Releases the blocks of public address `pub_idx` with no port in use whose ports have
+    /// rested by `now_s`, if any may be waiting (its dirty flag). Returns how many.
+    fn release_idle_blocks(&self, b: &PortBlocks, pub_idx: u8, now_s: u32) -> usize {
+        let d = &b.dirty[pub_idx as usize];
+        if !d.swap(false, SeqCst) {
+            return 0;
+        }
         let mut freed = 0;
-        for (pub_idx, d) in b.dirty.iter().enumerate() {
-            if !d.swap(false, SeqCst) {
+        let mut pending = false;
+        for &blk in b.eligible.iter() {
+            let i = b.slot(pub_idx, blk as usize);
+            let v = b.owners[i].load(SeqCst);
+            if v == 0 || v & 0xffff_ffff != 0 {
                 continue;
             }
-            let mut pending = false;
-            for &blk in b.eligible.iter() {
-                let i = b.slot(pub_idx as u8, blk as usize);
-                let v = b.owners[i].load(SeqCst);
-                if v == 0 || v & 0xffff_ffff != 0 {
-                    continue;
-                }
-                if b.cool[i].load(SeqCst) > now_s {
-                    pending = true;
-                    continue;
-                }
-                if b.owners[i].compare_exchange(v, 0, SeqCst, SeqCst).is_ok() {
-                    b.cool[i].store(0, SeqCst);
-                    if let Some(s) = self.table.subs.get(self.table.seed, (v >> 32) as u32) {
-                        give(&s.blocks);
-                        let _ = s
-                            .block_hint
-                            .compare_exchange(blk as u32 + 1, 0, SeqCst, SeqCst);
-                    }
-                    freed += 1;
-                }
+            if b.cool[i].load(SeqCst) > now_s {
+                pending = true;
+                continue;
             }
-            if pending {
-                d.store(true, SeqCst);
+            if b.owners[i].compare_exchange(v, 0, SeqCst, SeqCst).is_ok() {
+                b.cool[i].store(0, SeqCst);
+                if let Some(s) = self.table.subs.get(self.table.seed, (v >> 32) as u32) {
+                    give(&s.blocks);
+                    let _ = s
+                        .block_hint
+                        .compare_exchange(blk as u32 + 1, 0, SeqCst, SeqCst);
+                }
+                freed += 1;
             }
+        }
+        if pending {
+            d.store(true, SeqCst);
         }
         freed
     }
