@@ -58,7 +58,8 @@ pub mod mode_bits {
     pub const QUOTAS: u8 = 0x04;
     /// Two port forwards (static mappings): tcp 1030 -> H1:22, udp 40006 -> H2:53.
     pub const FORWARDS: u8 = 0x08;
-    /// Port-block allocation with blocks of 8 ports (RFC 6888 REQ-14).
+    /// Port-block allocation with blocks of 8 ports (RFC 6888 REQ-14); with FEW_PORTS, two more
+    /// blocks (50000-50015).
     pub const BLOCKS: u8 = 0x10;
 }
 
@@ -140,7 +141,15 @@ pub fn config(c: u8, mode: u8) -> Config {
     let mtu = if c & cfg_bits::MTU_576 != 0 { 576 } else { 0 };
     Config {
         public_addrs,
-        port_ranges: if c & cfg_bits::FEW_PORTS != 0 {
+        port_ranges: if c & cfg_bits::FEW_PORTS != 0 && mode & mode_bits::BLOCKS != 0 {
+            // Blocks of 8: the two ranges of FEW_PORTS hold the forwards' ports (a block with a
+            // forward's port is never claimable), so two more blocks for the priming hosts.
+            vec![
+                PortRange::new(1024, 1031),
+                PortRange::new(40000, 40007),
+                PortRange::new(50000, 50015),
+            ]
+        } else if c & cfg_bits::FEW_PORTS != 0 {
             vec![PortRange::new(1024, 1031), PortRange::new(40000, 40007)]
         } else {
             vec![PortRange::new(1024, 65535)]
