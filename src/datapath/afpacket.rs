@@ -740,13 +740,7 @@ impl AfPacket {
             return 0;
         }
         let (vh, frame) = self.copy_buf[..r as usize].split_at_mut(skip);
-        let info = if self.vnet {
-            let mut h = [0u8; VNET_HDR_LEN];
-            h.copy_from_slice(vh);
-            parse_vnet_hdr(&h)
-        } else {
-            status_info(frame, status, self.mtu)
-        };
+        let info = buffer_info(vh, frame, status, self.mtu);
         f(frame, &info);
         1
     }
@@ -798,13 +792,7 @@ impl AfPacket {
             }
             let slot = &mut m.buf[i * MMSG_SLOT..i * MMSG_SLOT + len];
             let (vh, frame) = slot.split_at_mut(skip);
-            let info = if self.vnet {
-                let mut h = [0u8; VNET_HDR_LEN];
-                h.copy_from_slice(vh);
-                parse_vnet_hdr(&h)
-            } else {
-                status_info(frame, status, self.mtu)
-            };
+            let info = buffer_info(vh, frame, status, self.mtu);
             f(frame, &info);
             n += 1;
         }
@@ -860,6 +848,15 @@ impl AfPacket {
         }
         self.txbuf.extend_from_slice(frame);
         self.txmsgs.push((start, self.txbuf.len() - start));
+    }
+}
+
+/// Offload metadata of a frame read into a buffer behind `vh`: its vnet header when there is one
+/// (`vh` is `VNET_HDR_LEN` bytes), else the status bits.
+fn buffer_info(vh: &[u8], frame: &[u8], status: u32, mtu: usize) -> FrameInfo {
+    match <[u8; VNET_HDR_LEN]>::try_from(vh) {
+        Ok(h) => parse_vnet_hdr(&h),
+        Err(_) => status_info(frame, status, mtu),
     }
 }
 
