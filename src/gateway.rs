@@ -10,8 +10,8 @@
 //! sees, and, when neither knows one, from rnat's own ARP request.
 
 use crate::control::netlink::{Snapshot, SnapshotReader};
-use crate::datapath::{FrameInfo, Port, wait_readable};
-use crate::nat::{Direction, Time, Verdict, Worker};
+use crate::datapath::{FrameInfo, Port, RX_BATCH, wait_readable};
+use crate::nat::{Direction, FrameMeta, Time, Verdict, Worker};
 use crate::observe::pcap::PcapWriter;
 use crate::wire::{Arp, Ethernet, ethertype};
 use std::collections::HashMap;
@@ -402,85 +402,98 @@ impl GatewayWorker {
         let rx_neigh = &mut rx.neigh;
         let rx_out = &mut rx.out;
         let rx_pcap = &mut rx.pcap;
-        let n = rx
-            .port
-            .rx(timeout, &mut |frame: &mut [u8], info: &FrameInfo| {
-                capture(rx_pcap, frame);
-                if frame.len() < Ethernet::HEADER_LEN {
-                    return;
-                }
-                let eth = Ethernet::new_unchecked(&*frame);
-                if eth.ethertype() == ethertype::ARP {
-                    if let Ok(a) = Arp::new_checked(eth.payload()) {
-                        rx_neigh.learn(u32::from_be_bytes(a.sender_ip()), a.sender_mac(), now_i);
-                        // Pool addresses the kernel does not own: rnat answers for them.
-                        let target = Ipv4Addr::from(a.target_ip());
-                        if dir == Direction::Inbound
-                            && a.operation() == Arp::REQUEST
-                            && worker.engine().config().public_addrs.contains(&target)
-                            && !snap
-                                .interfaces
-                                .iter()
-                                .any(|i| i.addrs.iter().any(|x| x.addr == target))
-                        {
-                            let mut r = [0u8; 42];
-                            {
-                                let mut e = Ethernet::new_unchecked(&mut r[..]);
-                                e.set_dst(a.sender_mac());
-                                e.set_src(rx_mac);
-                                e.set_ethertype(ethertype::ARP);
-                            }
-                            Arp::new_unchecked(&mut r[14..]).fill(
-                                Arp::REPLY,
-                                rx_mac,
-                                a.target_ip(),
-                                a.sender_mac(),
-                                a.sender_ip(),
+        let engine_cfg = worker.engine().config();
+        let n = rx.port.rx_batch(
+            timeout,
+            &mut |frames: &mut [&mut [u8]], infos: &[FrameInfo]| {
+                // 1. Layer 2: ARP, frames not for us; what is left goes to the engine together.
+                let mut sel: [&mut [u8]; RX_BATCH] = Default::default();
+                let mut sel_info = [FrameInfo::default(); RX_BATCH];
+                let mut metas = [FrameMeta::default(); RX_BATCH];
+                let mut src = [(0u32, [0u8; 6]); RX_BATCH];
+                let mut k = 0;
+                for (frame, info) in frames.iter_mut().zip(infos) {
+                    capture(rx_pcap, frame);
+                    if frame.len() < Ethernet::HEADER_LEN || k == RX_BATCH {
+                        continue;
+                    }
+                    let eth = Ethernet::new_unchecked(&**frame);
+                    if eth.ethertype() == ethertype::ARP {
+                        if let Ok(a) = Arp::new_checked(eth.payload()) {
+                            answer_arp(
+                                &a, dir, engine_cfg, snap, rx_mac, rx_neigh, rx_out, stats, now_i,
                             );
-                            rx_out.push(&r, FrameInfo::default());
-                            GatewayStats::bump(&stats.arp_replies);
                         }
+                        continue;
                     }
-                    return;
+                    if eth.dst() != rx_mac {
+                        continue;
+                    }
+                    let src_ip = if frame.len() >= 34 {
+                        u32::from_be_bytes([frame[26], frame[27], frame[28], frame[29]])
+                    } else {
+                        0
+                    };
+                    src[k] = (src_ip, eth.src());
+                    sel_info[k] = *info;
+                    metas[k] = info.nat_meta();
+                    sel[k] = &mut **frame;
+                    k += 1;
                 }
-                if eth.dst() != rx_mac {
-                    return;
-                }
-                let src_mac = eth.src();
-                let src_ip = (frame.len() >= 34)
-                    .then(|| u32::from_be_bytes([frame[26], frame[27], frame[28], frame[29]]));
-                match worker.process(dir, frame, info.nat_meta(), now, scratch) {
-                    Verdict::Forward => {
-                        if let (Direction::Outbound, Some(ip)) = (dir, src_ip) {
-                            rx_neigh.learn(ip, src_mac, now_i);
+                // 2. Translation, the batch's table lookups overlapped.
+                let mut verdicts = [Verdict::Kernel; RX_BATCH];
+                worker.process_batch(
+                    dir,
+                    &mut sel[..k],
+                    &metas[..k],
+                    now,
+                    scratch,
+                    |i, v, reply| {
+                        verdicts[i] = v;
+                        if let Verdict::Reply(_) = v {
+                            rx_out.push(reply, FrameInfo::default());
                         }
-                        let dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
-                        let Some(mac) = next_hop_mac(snap, tx, dst, now_i, stats) else {
-                            return;
-                        };
-                        let mut e = Ethernet::new_unchecked(&mut *frame);
-                        e.set_dst(mac);
-                        e.set_src(tx.link.mac);
-                        send(tx, frame, info, frag_buf, stats);
-                    }
-                    Verdict::Reply(len) => rx_out.push(&scratch[..len], FrameInfo::default()),
-                    Verdict::Hairpin => {
-                        // Back out of the interface it came from, to the inside host that owns
-                        // the public endpoint it was sent to.
-                        let dst = u32::from_be_bytes([frame[30], frame[31], frame[32], frame[33]]);
-                        match known_mac(snap, rx_ifindex, rx_neigh, Ipv4Addr::from(dst), now_i) {
-                            Some(mac) => {
-                                let mut e = Ethernet::new_unchecked(&mut *frame);
-                                e.set_dst(mac);
-                                e.set_src(rx_mac);
-                                rx_out.push(frame, *info);
+                    },
+                );
+                // 3. Out, in order.
+                for (i, frame) in sel[..k].iter_mut().enumerate() {
+                    let frame: &mut [u8] = frame;
+                    let info = &sel_info[i];
+                    match verdicts[i] {
+                        Verdict::Forward => {
+                            if dir == Direction::Outbound && src[i].0 != 0 {
+                                rx_neigh.learn(src[i].0, src[i].1, now_i);
                             }
-                            None => GatewayStats::bump(&stats.no_neighbour),
+                            let dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
+                            let Some(mac) = next_hop_mac(snap, tx, dst, now_i, stats) else {
+                                continue;
+                            };
+                            let mut e = Ethernet::new_unchecked(&mut *frame);
+                            e.set_dst(mac);
+                            e.set_src(tx.link.mac);
+                            send(tx, frame, info, frag_buf, stats);
                         }
+                        Verdict::Hairpin => {
+                            // Back out of the interface it came from, to the inside host that
+                            // owns the public endpoint it was sent to.
+                            let dst =
+                                u32::from_be_bytes([frame[30], frame[31], frame[32], frame[33]]);
+                            match known_mac(snap, rx_ifindex, rx_neigh, Ipv4Addr::from(dst), now_i)
+                            {
+                                Some(mac) => {
+                                    let mut e = Ethernet::new_unchecked(&mut *frame);
+                                    e.set_dst(mac);
+                                    e.set_src(rx_mac);
+                                    rx_out.push(frame, *info);
+                                }
+                                None => GatewayStats::bump(&stats.no_neighbour),
+                            }
+                        }
+                        Verdict::Reply(_) | Verdict::Kernel | Verdict::Drop(_) | Verdict::Held => {}
                     }
-                    Verdict::Kernel | Verdict::Drop(_) | Verdict::Held => {}
                 }
-            })?;
+            },
+        )?;
         // Fragments that arrived before their first fragment, released (translated) by it in
         // this batch: all travel in `dir`.
         worker.take_released(|_, frame| {
@@ -493,6 +506,49 @@ impl GatewayWorker {
             }
         });
         Ok(n)
+    }
+}
+
+/// An ARP frame received on a side: learns its sender, and on the outside answers requests for
+/// pool addresses that no interface holds (the kernel does not answer for those).
+#[allow(clippy::too_many_arguments)]
+fn answer_arp(
+    a: &Arp<&[u8]>,
+    dir: Direction,
+    cfg: &crate::nat::Config,
+    snap: &Snapshot,
+    rx_mac: [u8; 6],
+    neigh: &mut Neighbours,
+    out: &mut Pending,
+    stats: &GatewayStats,
+    now: Instant,
+) {
+    neigh.learn(u32::from_be_bytes(a.sender_ip()), a.sender_mac(), now);
+    let target = Ipv4Addr::from(a.target_ip());
+    if dir == Direction::Inbound
+        && a.operation() == Arp::REQUEST
+        && cfg.public_addrs.contains(&target)
+        && !snap
+            .interfaces
+            .iter()
+            .any(|i| i.addrs.iter().any(|x| x.addr == target))
+    {
+        let mut r = [0u8; 42];
+        {
+            let mut e = Ethernet::new_unchecked(&mut r[..]);
+            e.set_dst(a.sender_mac());
+            e.set_src(rx_mac);
+            e.set_ethertype(ethertype::ARP);
+        }
+        Arp::new_unchecked(&mut r[14..]).fill(
+            Arp::REPLY,
+            rx_mac,
+            a.target_ip(),
+            a.sender_mac(),
+            a.sender_ip(),
+        );
+        out.push(&r, FrameInfo::default());
+        GatewayStats::bump(&stats.arp_replies);
     }
 }
 

@@ -49,7 +49,7 @@
 //! off`, passed through as GSO otherwise); `PACKET_IGNORE_OUTGOING` hides the namespace's own
 //! transmissions. The AUXDATA-style fallback (`vnet_hdr: false`) is kept and tested too.
 
-use super::{FrameInfo, Port, cvt, if_index, if_mtu, setsockopt, soft_tx};
+use super::{BatchFn, FrameInfo, Port, RX_BATCH, cvt, if_index, if_mtu, setsockopt, soft_tx};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
@@ -218,7 +218,7 @@ impl Ring {
     fn status(&self, i: usize) -> &AtomicU32 {
         // SAFETY: V3: `tpacket_block_desc` starts each page-aligned block: `version` (u32),
         // `offset_to_priv` (u32), then `tpacket_hdr_v1` whose first field `block_status` is a u32 at
-        // offset 8. V2: each page-aligned slot starts with `tpacket2_hdr`, `tp_status` (u32) at 0.
+        // offset 8. V2: each slot (16-byte aligned) starts with `tpacket2_hdr`, `tp_status` (u32) at 0.
         // Either way 4-byte aligned and inside the mapping for as long as `self` lives. The kernel
         // writes it concurrently, hence the atomic view.
         unsafe { &*(self.block(i).add(self.status_off) as *const AtomicU32) }
@@ -712,6 +712,112 @@ impl AfPacket {
         n
     }
 
+    /// V2, batched: hands over up to [`RX_BATCH`] consecutive ready slots at once (in place),
+    /// then gives them back to the kernel; a slot marked TP_STATUS_COPY ends a batch and its frame
+    /// goes alone. Walks at most the ring once. Returns the number of frames handed over.
+    fn walk_slots_batched(&mut self, f: &mut BatchFn<'_>) -> usize {
+        let mut n = 0;
+        let mut budget = match &self.rx {
+            Rx::Ring(r) => r.block_count,
+            Rx::Mmsg(_) => return 0,
+        };
+        let min_mac = 32 + if self.vnet { VNET_HDR_LEN } else { 0 };
+        loop {
+            let Rx::Ring(ring) = &mut self.rx else {
+                return n;
+            };
+            // (slot, frame pointer, length, status) of the batch; slots stay ours until released.
+            let mut got: [(usize, *mut u8, usize, u32); RX_BATCH] =
+                [(0, std::ptr::null_mut(), 0, 0); RX_BATCH];
+            let mut k = 0;
+            let mut copied = None;
+            while k < RX_BATCH && budget > 0 {
+                let b = ring.next;
+                if !ring.ready(b) {
+                    break;
+                }
+                budget -= 1;
+                ring.next = (b + 1) % ring.block_count;
+                let h = ring.block(b);
+                let status = rd32(h);
+                if status & libc::TP_STATUS_COPY != 0 {
+                    copied = Some((b, status));
+                    break;
+                }
+                let wirelen = rd32(h.wrapping_add(4)) as usize;
+                let snaplen = rd32(h.wrapping_add(8)) as usize;
+                let mac = usize::from(rd16(h.wrapping_add(12)));
+                if mac + snaplen > ring.block_size || mac < min_mac || snaplen < wirelen {
+                    self.stats.rx_truncated += 1;
+                    fence(Ordering::Release);
+                    ring.status(b)
+                        .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+                    continue;
+                }
+                got[k] = (b, h.wrapping_add(mac), snaplen, status);
+                k += 1;
+            }
+            if k > 0 {
+                let mut infos = [FrameInfo::default(); RX_BATCH];
+                let mut frames: [&mut [u8]; RX_BATCH] = Default::default();
+                for (i, &(_, p, len, status)) in got[..k].iter().enumerate() {
+                    // SAFETY: `p .. p + len` lies inside slot `got[i].0` (checked above), which
+                    // belongs to user space until its status is reset below; the slots of a batch
+                    // are distinct, so the slices do not overlap, and nothing else refers to them
+                    // while `f` runs. The VNET_HDR_LEN bytes before `p` are inside the slot too.
+                    let frame = unsafe { std::slice::from_raw_parts_mut(p, len) };
+                    infos[i] = if self.vnet {
+                        let mut vh = [0u8; VNET_HDR_LEN];
+                        // SAFETY: the header right before the frame, inside the slot (above).
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                p.wrapping_sub(VNET_HDR_LEN),
+                                vh.as_mut_ptr(),
+                                VNET_HDR_LEN,
+                            )
+                        };
+                        parse_vnet_hdr(&vh)
+                    } else {
+                        status_info(frame, status, self.mtu)
+                    };
+                    if status & libc::TP_STATUS_VLAN_VALID != 0 {
+                        self.stats.rx_vlan_stripped += 1;
+                    }
+                    frames[i] = frame;
+                }
+                f(&mut frames[..k], &infos[..k]);
+                let Rx::Ring(ring) = &self.rx else {
+                    return n;
+                };
+                fence(Ordering::Release);
+                for &(b, ..) in &got[..k] {
+                    ring.status(b)
+                        .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+                }
+                self.stats.rx_blocks += k as u64;
+                self.stats.rx_frames += k as u64;
+                n += k;
+            }
+            if let Some((b, status)) = copied {
+                let c = self.recv_copied(status, &mut |frame, info| {
+                    f(&mut [frame], std::slice::from_ref(info))
+                });
+                let Rx::Ring(ring) = &self.rx else {
+                    return n;
+                };
+                fence(Ordering::Release);
+                ring.status(b)
+                    .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+                self.stats.rx_blocks += 1;
+                self.stats.rx_copied += c as u64;
+                self.stats.rx_frames += c as u64;
+                n += c;
+            } else if k < RX_BATCH {
+                return n;
+            }
+        }
+    }
+
     /// V2, a slot marked TP_STATUS_COPY: reads its frame whole from the socket queue into
     /// `copy_buf` and hands it to `f` (offload state from the vnet header, else the slot's status
     /// bits). Returns 1, or 0 if the frame was not there (counted as truncated).
@@ -956,6 +1062,25 @@ impl Port for AfPacket {
             }
         }
         Ok(n)
+    }
+
+    fn rx_batch(&mut self, timeout: Duration, f: &mut BatchFn<'_>) -> io::Result<usize> {
+        let next = match &self.rx {
+            Rx::Ring(r) if self.v2 => r.next,
+            _ => {
+                // recvmmsg and V3: frame by frame (V3 blocks hold frames of any size).
+                return self.rx(timeout, &mut |frame, info| {
+                    f(&mut [frame], std::slice::from_ref(info))
+                });
+            }
+        };
+        if !self.ring_ready(next) {
+            if timeout.is_zero() {
+                return Ok(0);
+            }
+            self.wait(timeout)?;
+        }
+        Ok(self.walk_slots_batched(f))
     }
 
     fn tx(&mut self, frame: &[u8], info: &FrameInfo) -> io::Result<()> {

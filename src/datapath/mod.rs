@@ -35,6 +35,12 @@ impl FrameInfo {
     }
 }
 
+/// Most frames [`Port::rx_batch`] hands over at once (the engine's batch group).
+pub const RX_BATCH: usize = 16;
+
+/// What [`Port::rx_batch`] calls on each batch: the frames (in place) and their metadata.
+pub type BatchFn<'a> = dyn FnMut(&mut [&mut [u8]], &[FrameInfo]) + 'a;
+
 /// One interface, opened for raw frames.
 pub trait Port: Send {
     /// A descriptor that becomes readable when frames wait, for poll(2).
@@ -46,6 +52,14 @@ pub trait Port: Send {
         timeout: Duration,
         f: &mut dyn FnMut(&mut [u8], &FrameInfo),
     ) -> io::Result<usize>;
+    /// Like [`Port::rx`], but hands the frames over in batches of up to [`RX_BATCH`], all in
+    /// place at once, so that the caller can translate them together (`Worker::process_batch`
+    /// overlaps their table lookups). The default hands each frame over alone.
+    fn rx_batch(&mut self, timeout: Duration, f: &mut BatchFn<'_>) -> io::Result<usize> {
+        self.rx(timeout, &mut |frame, info| {
+            f(&mut [frame], std::slice::from_ref(info))
+        })
+    }
     /// Queues a frame for transmission.
     fn tx(&mut self, frame: &[u8], info: &FrameInfo) -> io::Result<()>;
     /// Sends everything queued.
