@@ -486,7 +486,7 @@ impl AfPacket {
         let (version, req) = if v2 {
             // One slot per frame, sized for an MTU frame (tpacket2_hdr + sockaddr_ll + vnet
             // header + the frame); larger frames (GSO super-frames) come truncated with
-            // TP_STATUS_COPY and whole through the socket queue (`walk_slot`). Slots are
+            // TP_STATUS_COPY and whole through the socket queue (`walk_slots_batched`). Slots are
             // contiguous: the block size is a multiple of the slot size.
             let slot = v2_slot_size(mtu);
             let block = slot.max(V2_BLOCK);
@@ -647,62 +647,6 @@ impl AfPacket {
                 break;
             }
             off += next;
-        }
-        fence(Ordering::Release);
-        ring.status(b)
-            .store(libc::TP_STATUS_KERNEL, Ordering::Release);
-        self.stats.rx_blocks += 1;
-        self.stats.rx_frames += n as u64;
-        n
-    }
-
-    /// Hands over one ready V2 slot (one frame) to `f`, then gives it back to the kernel.
-    fn walk_slot(&mut self, b: usize, f: &mut dyn FnMut(&mut [u8], &FrameInfo)) -> usize {
-        let Rx::Ring(ring) = &self.rx else {
-            return 0;
-        };
-        // tpacket2_hdr: status@0 len@4 snaplen@8 mac@12 (u16) net@14 (u16), 32 bytes.
-        let h = ring.block(b);
-        let wirelen = rd32(h.wrapping_add(4)) as usize;
-        let snaplen = rd32(h.wrapping_add(8)) as usize;
-        let status = rd32(h);
-        let mac = usize::from(rd16(h.wrapping_add(12)));
-        let min_mac = 32 + if self.vnet { VNET_HDR_LEN } else { 0 };
-        let mut n = 0;
-        if status & libc::TP_STATUS_COPY != 0 {
-            // Too large for the slot: the kernel queued the whole frame on the socket before it
-            // published this slot. Read it from there (the slot holds only its head).
-            n = self.recv_copied(status, f);
-            let Rx::Ring(ring) = &self.rx else {
-                return n;
-            };
-            fence(Ordering::Release);
-            ring.status(b)
-                .store(libc::TP_STATUS_KERNEL, Ordering::Release);
-            self.stats.rx_blocks += 1;
-            self.stats.rx_copied += n as u64;
-            self.stats.rx_frames += n as u64;
-            return n;
-        }
-        if mac + snaplen > ring.block_size || mac < min_mac || snaplen < wirelen {
-            self.stats.rx_truncated += 1;
-        } else {
-            // SAFETY: `mac .. mac + snaplen` lies inside this slot (checked above), the slot
-            // belongs to user space until its status is reset below, and no other reference into
-            // it exists while `f` runs; the VNET_HDR_LEN bytes before `mac` are inside the slot.
-            unsafe {
-                deliver(
-                    h,
-                    mac,
-                    snaplen,
-                    status,
-                    self.vnet,
-                    self.mtu,
-                    &mut self.stats,
-                    f,
-                )
-            };
-            n = 1;
         }
         fence(Ordering::Release);
         ring.status(b)
@@ -1045,6 +989,14 @@ impl Port for AfPacket {
             }
             self.wait(timeout)?;
         }
+        if self.v2 {
+            // The batched walk, handing the frames over one by one.
+            return Ok(self.walk_slots_batched(&mut |frames, infos| {
+                for (frame, info) in frames.iter_mut().zip(infos) {
+                    f(frame, info);
+                }
+            }));
+        }
         let mut n = 0;
         for _ in 0..count {
             let Rx::Ring(r) = &self.rx else { break };
@@ -1052,11 +1004,7 @@ impl Port for AfPacket {
             if !r.ready(b) {
                 break;
             }
-            n += if self.v2 {
-                self.walk_slot(b, f)
-            } else {
-                self.walk_block(b, f)
-            };
+            n += self.walk_block(b, f);
             if let Rx::Ring(r) = &mut self.rx {
                 r.next = (b + 1) % count;
             }
