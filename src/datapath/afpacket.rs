@@ -49,7 +49,9 @@
 //! off`, passed through as GSO otherwise); `PACKET_IGNORE_OUTGOING` hides the namespace's own
 //! transmissions. The AUXDATA-style fallback (`vnet_hdr: false`) is kept and tested too.
 
-use super::{BatchFn, FrameInfo, Port, RX_BATCH, cvt, if_index, if_mtu, setsockopt, soft_tx};
+use super::{
+    BatchFn, FrameInfo, Port, RX_BATCH, cvt, if_index, if_mtu, one_by_one, setsockopt, soft_tx,
+};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
@@ -705,29 +707,14 @@ impl AfPacket {
                 let mut infos = [FrameInfo::default(); RX_BATCH];
                 let mut frames: [&mut [u8]; RX_BATCH] = Default::default();
                 for (i, &(_, p, len, status)) in got[..k].iter().enumerate() {
-                    // SAFETY: `p .. p + len` lies inside slot `got[i].0` (checked above), which
-                    // belongs to user space until its status is reset below; the slots of a batch
-                    // are distinct, so the slices do not overlap, and nothing else refers to them
-                    // while `f` runs. The VNET_HDR_LEN bytes before `p` are inside the slot too.
-                    let frame = unsafe { std::slice::from_raw_parts_mut(p, len) };
-                    infos[i] = if self.vnet {
-                        let mut vh = [0u8; VNET_HDR_LEN];
-                        // SAFETY: the header right before the frame, inside the slot (above).
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                p.wrapping_sub(VNET_HDR_LEN),
-                                vh.as_mut_ptr(),
-                                VNET_HDR_LEN,
-                            )
-                        };
-                        parse_vnet_hdr(&vh)
-                    } else {
-                        status_info(frame, status, self.mtu)
-                    };
-                    if status & libc::TP_STATUS_VLAN_VALID != 0 {
-                        self.stats.rx_vlan_stripped += 1;
-                    }
+                    // SAFETY: `p .. p + len` and the vnet header before it lie inside slot
+                    // `got[i].0` (checked above), which belongs to user space until its status is
+                    // reset below; the slots of a batch are distinct, so the slices do not
+                    // overlap, and nothing else refers to them while `f` runs.
+                    let (frame, info) =
+                        unsafe { ring_frame(p, len, status, self.vnet, self.mtu, &mut self.stats) };
                     frames[i] = frame;
+                    infos[i] = info;
                 }
                 f(&mut frames[..k], &infos[..k]);
                 let Rx::Ring(ring) = &self.rx else {
@@ -743,9 +730,7 @@ impl AfPacket {
                 n += k;
             }
             if let Some((b, status)) = copied {
-                let c = self.recv_copied(status, &mut |frame, info| {
-                    f(&mut [frame], std::slice::from_ref(info))
-                });
+                let c = self.recv_copied(status, &mut one_by_one(&mut *f));
                 let Rx::Ring(ring) = &self.rx else {
                     return n;
                 };
@@ -924,12 +909,44 @@ fn status_info(frame: &[u8], status: u32, mtu: usize) -> FrameInfo {
     info
 }
 
-/// Calls `f` on the ring frame at `h + mac` (`snaplen` bytes), with its offload metadata: the
-/// vnet header right before it, or the ring status bits.
+/// The ring frame at `p` (`len` bytes) with its offload metadata: the vnet header right before
+/// it, or the ring status bits (`status`). Counts a stripped VLAN tag.
 ///
 /// # Safety
-/// `h + mac - VNET_HDR_LEN .. h + mac + snaplen` (from `h + mac` without vnet headers) must be
-/// inside a ring slot that user space owns, with no other reference into it while this runs.
+/// `p - VNET_HDR_LEN .. p + len` (from `p` without vnet headers) must be inside a ring slot that
+/// user space owns for `'a`, with no other reference into it meanwhile.
+unsafe fn ring_frame<'a>(
+    p: *mut u8,
+    len: usize,
+    status: u32,
+    vnet: bool,
+    mtu: usize,
+    stats: &mut AfPacketStats,
+) -> (&'a mut [u8], FrameInfo) {
+    if status & libc::TP_STATUS_VLAN_VALID != 0 {
+        stats.rx_vlan_stripped += 1;
+    }
+    // SAFETY: the caller guarantees the range is inside an owned slot, unaliased for 'a.
+    let frame = unsafe { std::slice::from_raw_parts_mut(p, len) };
+    let info = if vnet {
+        let mut vh = [0u8; VNET_HDR_LEN];
+        // SAFETY: the header sits right before the frame, inside the slot (caller), and does not
+        // overlap `frame`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p.sub(VNET_HDR_LEN), vh.as_mut_ptr(), VNET_HDR_LEN)
+        };
+        parse_vnet_hdr(&vh)
+    } else {
+        status_info(frame, status, mtu)
+    };
+    (frame, info)
+}
+
+/// Calls `f` on the ring frame at `h + mac` (`snaplen` bytes), with its offload metadata.
+///
+/// # Safety
+/// As [`ring_frame`] for `h + mac`: the frame (and its vnet header) inside a ring slot that user
+/// space owns, with no other reference into it while this runs.
 #[allow(clippy::too_many_arguments)]
 unsafe fn deliver(
     h: *mut u8,
@@ -941,22 +958,8 @@ unsafe fn deliver(
     stats: &mut AfPacketStats,
     f: &mut dyn FnMut(&mut [u8], &FrameInfo),
 ) {
-    if status & libc::TP_STATUS_VLAN_VALID != 0 {
-        stats.rx_vlan_stripped += 1;
-    }
-    // SAFETY: the caller guarantees the range is inside an owned slot, unaliased.
-    let frame = unsafe { std::slice::from_raw_parts_mut(h.add(mac), snaplen) };
-    let info = if vnet {
-        let mut vh = [0u8; VNET_HDR_LEN];
-        // SAFETY: the header sits right before the MAC header, inside the slot (caller), and
-        // does not overlap `frame`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(h.add(mac - VNET_HDR_LEN), vh.as_mut_ptr(), VNET_HDR_LEN)
-        };
-        parse_vnet_hdr(&vh)
-    } else {
-        status_info(frame, status, mtu)
-    };
+    // SAFETY: forwarded from the caller.
+    let (frame, info) = unsafe { ring_frame(h.add(mac), snaplen, status, vnet, mtu, stats) };
     f(frame, &info);
 }
 
@@ -1017,9 +1020,7 @@ impl Port for AfPacket {
             Rx::Ring(r) if self.v2 => r.next,
             _ => {
                 // recvmmsg and V3: frame by frame (V3 blocks hold frames of any size).
-                return self.rx(timeout, &mut |frame, info| {
-                    f(&mut [frame], std::slice::from_ref(info))
-                });
+                return self.rx(timeout, &mut one_by_one(f));
             }
         };
         if !self.ring_ready(next) {

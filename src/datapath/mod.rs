@@ -41,6 +41,13 @@ pub const RX_BATCH: usize = 16;
 /// What [`Port::rx_batch`] calls on each batch: the frames (in place) and their metadata.
 pub type BatchFn<'a> = dyn FnMut(&mut [&mut [u8]], &[FrameInfo]) + 'a;
 
+/// A per-frame callback for [`Port::rx`] that hands each frame to `f` as a batch of one.
+pub(crate) fn one_by_one<'a, 'b: 'a>(
+    f: &'a mut BatchFn<'b>,
+) -> impl FnMut(&mut [u8], &FrameInfo) + 'a {
+    move |frame, info| f(&mut [frame], std::slice::from_ref(info))
+}
+
 /// One interface, opened for raw frames.
 pub trait Port: Send {
     /// A descriptor that becomes readable when frames wait, for poll(2).
@@ -56,9 +63,7 @@ pub trait Port: Send {
     /// place at once, so that the caller can translate them together (`Worker::process_batch`
     /// overlaps their table lookups). The default hands each frame over alone.
     fn rx_batch(&mut self, timeout: Duration, f: &mut BatchFn<'_>) -> io::Result<usize> {
-        self.rx(timeout, &mut |frame, info| {
-            f(&mut [frame], std::slice::from_ref(info))
-        })
+        self.rx(timeout, &mut one_by_one(f))
     }
     /// Queues a frame for transmission.
     fn tx(&mut self, frame: &[u8], info: &FrameInfo) -> io::Result<()>;
