@@ -234,11 +234,7 @@ impl Engine {
         }
         // The new block holds one slot for us already.
         let r = sh.next_random();
-        let got = self.pick_port(b, pub_idx, blk, proto, want, word, now_s, r);
-        if got.is_none() {
-            self.unslot(b, pub_idx, blk, ip, 0);
-        }
-        got
+        self.pick_port_or_unslot(b, pub_idx, blk, proto, ip, want, word, now_s, r)
     }
 
     /// Takes a slot in block `blk` if `ip` owns it and it has one left, then a port in it.
@@ -261,6 +257,23 @@ impl Engine {
             (v >> 32 == ip as u64 && (v & 0xffff_ffff) < size).then_some(v + 1)
         })
         .ok()?;
+        self.pick_port_or_unslot(b, pub_idx, blk, proto, ip, want, word, now_s, r)
+    }
+
+    /// With a slot of block `blk` held for `ip`: a port in it, or the slot given back.
+    #[allow(clippy::too_many_arguments)]
+    fn pick_port_or_unslot(
+        &self,
+        b: &PortBlocks,
+        pub_idx: u8,
+        blk: usize,
+        proto: Proto,
+        ip: u32,
+        want: u16,
+        word: u32,
+        now_s: u32,
+        r: u64,
+    ) -> Option<u16> {
         let got = self.pick_port(b, pub_idx, blk, proto, want, word, now_s, r);
         if got.is_none() {
             self.unslot(b, pub_idx, blk, ip, 0);
