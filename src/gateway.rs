@@ -461,7 +461,8 @@ impl GatewayWorker {
                     let info = &sel_info[i];
                     match verdicts[i] {
                         Verdict::Forward => {
-                            if dir == Direction::Outbound && src[i].0 != 0 {
+                            if dir == Direction::Outbound {
+                                // (A frame too short for a source address has 0: not learned.)
                                 rx_neigh.learn(src[i].0, src[i].1, now_i);
                             }
                             let dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
